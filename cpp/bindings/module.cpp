@@ -1,0 +1,43 @@
+// The pybind11 module `transformer_ext._core`: runtime control (ISA, threads) here,
+// each op family's bindings in its own bind_*.cpp.
+#include <stdexcept>
+
+#include "common.h"
+#include "tx/cpu.h"
+#include "tx/dispatch.h"
+
+void bind_gemm(py::module_& m);
+void bind_attention(py::module_& m);
+void bind_elementwise(py::module_& m);
+void bind_training(py::module_& m);
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "transformer_ext C++ kernels (SIMD + OpenMP, runtime ISA dispatch)";
+  m.def("cpu_features", [] { return tx::cpu_features().names(); },
+        "CPU features detected with cpuid (and enabled by the OS).");
+  m.def("best_isa", [] { return std::string(tx::isa_name(tx::best_supported_isa())); });
+  m.def("get_isa", [] { return std::string(tx::isa_name(tx::current_isa())); });
+  m.def("set_isa", [](const std::string& name) {
+    try {
+      tx::set_isa(name);
+    } catch (const std::invalid_argument& e) {
+      throw py::value_error(e.what());
+    }
+  });
+  m.def("get_num_threads", &tx::num_threads);
+  m.def("set_num_threads", [](int n) {
+    if (n < 1) throw py::value_error("set_num_threads: n must be >= 1");
+    tx::set_num_threads(n);
+  });
+  m.def("has_openmp", [] {
+#ifdef TX_HAVE_OPENMP
+    return true;
+#else
+    return false;
+#endif
+  });
+  bind_gemm(m);
+  bind_attention(m);
+  bind_elementwise(m);
+  bind_training(m);
+}

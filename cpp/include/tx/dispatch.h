@@ -1,0 +1,71 @@
+// Runtime ISA dispatch and the process-wide thread count.
+//
+// Every kernel file in cpp/kernels/ is compiled once per ISA variant with different
+// compiler flags and -DTX_ISA_NS=<variant>, so its functions land in
+// tx::scalar, tx::avx2 or tx::avx512. A family header declares its kernels for every
+// variant with TX_DECLARE_FOR_EACH_ISA, and callers go through TX_DISPATCH(fn), which
+// picks the variant selected at import (or by tx.set_isa) — like ggml's CPU backend
+// variants, but inside one shared object.
+//
+// Rule for kernel files (keeps the variants apart): no std:: templates or other inline
+// functions with external linkage inside kernel code (std::min, std::vector, ...).
+// The linker merges identical inline instantiations across the three builds and
+// could keep the AVX-512 one for the scalar path. Use helpers with internal linkage
+// (static or an anonymous namespace) and C functions (expf, sqrtf, ...).
+#pragma once
+#include <cstdint>
+
+#ifndef TX_X86
+#define TX_X86 0
+#endif
+
+namespace tx {
+
+enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2 };
+
+Isa current_isa();            // the variant in use
+Isa best_supported_isa();     // the best variant this CPU (and build) can run
+const char* isa_name(Isa isa);
+
+// Process-wide thread count for every parallel region (OpenMP num_threads clause).
+int num_threads();
+void set_num_threads(int n);
+
+template <class F>
+inline F pick_variant(F scalar_fn, F avx2_fn, F avx512_fn) {
+  switch (current_isa()) {
+    case Isa::avx512: return avx512_fn;
+    case Isa::avx2: return avx2_fn;
+    default: return scalar_fn;
+  }
+}
+
+}  // namespace tx
+
+#if TX_X86
+#define TX_DECLARE_FOR_EACH_ISA(decls) \
+  namespace scalar { decls }           \
+  namespace avx2 { decls }             \
+  namespace avx512 { decls }
+#define TX_DISPATCH(fn) ::tx::pick_variant(&::tx::scalar::fn, &::tx::avx2::fn, &::tx::avx512::fn)
+#else
+#define TX_DECLARE_FOR_EACH_ISA(decls) \
+  namespace scalar { decls }
+#define TX_DISPATCH(fn) (&::tx::scalar::fn)
+#endif
+
+// Inside kernel files: `namespace tx { namespace TX_ISA_NS { ... } }`.
+// OpenMP helper: a parallel-for over [0, n) with the process-wide thread count, only
+// forking when there is enough work (fork/join costs microseconds).
+#if defined(_OPENMP)
+#define TX_OMP_FOR(work) _Pragma("omp parallel for schedule(static) num_threads(::tx::threads_for(work))")
+#else
+#define TX_OMP_FOR(work)
+#endif
+
+namespace tx {
+// Threads to use for a loop doing `work` scalar operations: 1 below ~32k (a fork/join
+// costs more than the work), else the process-wide count. Deterministic results never
+// depend on this: loops split output elements, never one reduction.
+static inline int threads_for(int64_t work) { return work < (1 << 15) ? 1 : num_threads(); }
+}  // namespace tx

@@ -1,0 +1,96 @@
+"""Input validation shared by every op: clear exceptions naming the op, the argument
+and the shapes — never a crash, never silent garbage.
+
+Rules (the same for every op, documented in docs/api.md):
+- Float inputs: the "numpy" backend accepts float32 and float64 (all float arguments of
+  one call must agree); the "cpp" backend computes in float32 and *refuses* anything
+  else with a TypeError that says how to convert. Integer/bool/object arrays are refused.
+- Layout: an array whose last axis is unit-stride is used in place where the kernel
+  supports strides (matmul's x, attention's q/k/v: slices of a KV cache are not copied);
+  any other layout is copied to C order before the kernel runs.
+- Zero-length dimensions give empty results; NaN/inf propagate as IEEE arithmetic says.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _backend
+
+_FLOATS_NUMPY = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def shape_str(shape) -> str:
+    return "(" + ", ".join(str(int(s)) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def backend() -> str:
+    return _backend.get_backend()
+
+
+def core():
+    return _backend.core
+
+
+def as_float(op: str, name: str, a, *, ndim=None, min_ndim=None, dtype=None, backend_name=None) -> np.ndarray:
+    """Validate a float array argument; returns it as an ndarray (never copies data).
+
+    `dtype`: if given, the array must have exactly this dtype (used to make every float
+    argument of one call agree with the first).
+    """
+    if not isinstance(a, np.ndarray):
+        if a is None:
+            raise TypeError(f"{op}: argument '{name}' is None; expected a float array")
+        a = np.asarray(a)
+    be = backend_name or backend()
+    if a.dtype.kind != "f":
+        raise TypeError(f"{op}: argument '{name}' must be a float array, got dtype {a.dtype} with shape {shape_str(a.shape)}")
+    if be == "cpp" and a.dtype != np.float32:
+        raise TypeError(
+            f"{op}: argument '{name}' has dtype {a.dtype}; the cpp backend computes in float32 "
+            f"(convert with {name}.astype(np.float32), or run on the numpy backend: "
+            f"tx.use_backend('numpy'), which also accepts float64)"
+        )
+    if be == "numpy" and a.dtype not in _FLOATS_NUMPY:
+        raise TypeError(f"{op}: argument '{name}' has dtype {a.dtype}; expected float32 or float64")
+    if dtype is not None and a.dtype != dtype:
+        raise TypeError(f"{op}: argument '{name}' has dtype {a.dtype} but the other inputs are {dtype}; pass one float dtype")
+    if ndim is not None and a.ndim != ndim:
+        raise ValueError(f"{op}: argument '{name}' must be {ndim}-D, got shape {shape_str(a.shape)}")
+    if min_ndim is not None and a.ndim < min_ndim:
+        raise ValueError(f"{op}: argument '{name}' must have at least {min_ndim} dims, got shape {shape_str(a.shape)}")
+    return a
+
+
+def as_ids(op: str, name: str, a, upper: int) -> np.ndarray:
+    """Integer ids in [0, upper); returned as C-contiguous int64."""
+    if not isinstance(a, np.ndarray):
+        a = np.asarray(a)
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"{op}: argument '{name}' must be an integer array, got dtype {a.dtype}")
+    a = np.ascontiguousarray(a, dtype=np.int64)
+    if a.size:
+        lo, hi = int(a.min()), int(a.max())
+        if lo < 0 or hi >= upper:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"{op}: argument '{name}' has id {bad} out of range [0, {upper}) (shape {shape_str(a.shape)})")
+    return a
+
+
+def rows_view(a: np.ndarray) -> np.ndarray:
+    """`a` as 2-D (rows, last) with a unit-stride last axis: a view when the leading
+    axes collapse to one stride (a slice of a larger buffer is fine), else a C copy."""
+    n = a.shape[-1] if a.ndim else 1
+    r = a.reshape(-1, n) if a.size else np.zeros((int(np.prod(a.shape[:-1], dtype=np.int64)), n), a.dtype)
+    if n > 1 and r.strides[1] != r.itemsize:
+        r = np.ascontiguousarray(r)
+    return r
+
+
+def contiguous(a: np.ndarray) -> np.ndarray:
+    """C-contiguous (copies only when needed)."""
+    return np.ascontiguousarray(a)
+
+
+def check(cond: bool, op: str, msg: str, exc=ValueError) -> None:
+    if not cond:
+        raise exc(f"{op}: {msg}")
