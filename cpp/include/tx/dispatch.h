@@ -58,7 +58,8 @@ inline F pick_variant(F scalar_fn, F avx2_fn, F avx512_fn) {
 // OpenMP helper: a parallel-for over [0, n) with the process-wide thread count, only
 // forking when there is enough work (fork/join costs microseconds).
 #if defined(_OPENMP)
-#define TX_OMP_FOR(work) _Pragma("omp parallel for schedule(static) num_threads(::tx::threads_for(work))")
+#define TX_PRAGMA(x) _Pragma(#x)
+#define TX_OMP_FOR(work) TX_PRAGMA(omp parallel for schedule(static) num_threads(::tx::threads_for(work)))
 #else
 #define TX_OMP_FOR(work)
 #endif

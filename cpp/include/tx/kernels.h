@@ -85,7 +85,8 @@ struct AttnShape {
                                                                                            \
   /* ---- adamw.cpp: in place, PyTorch's AdamW update (decoupled weight decay) ---- */     \
   void adamw_step(float* p, const float* g, float* m, float* v, int64_t n, int64_t step,   \
-                  float lr, float beta1, float beta2, float eps, float weight_decay);      \
+                  double lr, double beta1, double beta2, double eps,                    \
+                  double weight_decay); /* double: 1-0.999 is inexact in float */         \
                                                                                            \
   /* ---- probes (bench only): sustained FMA rate and read bandwidth ---- */               \
   double probe_fma(int64_t iters); /* returns flops performed, all threads */              \

@@ -67,7 +67,7 @@ def as_ids(op: str, name: str, a, upper: int) -> np.ndarray:
         a = np.asarray(a)
     if a.dtype.kind not in "iu":
         raise TypeError(f"{op}: argument '{name}' must be an integer array, got dtype {a.dtype}")
-    a = np.ascontiguousarray(a, dtype=np.int64)
+    a = np.require(a, dtype=np.int64, requirements='C')  # keeps 0-d arrays 0-d
     if a.size:
         lo, hi = int(a.min()), int(a.max())
         if lo < 0 or hi >= upper:
