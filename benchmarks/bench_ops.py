@@ -1,0 +1,214 @@
+#!/usr/bin/env python
+"""transformer_ext (C++), NumPy and PyTorch on the same op shapes, in one run.
+
+    python benchmarks/bench_ops.py [--quick] [--ops matmul,attention] [--threads 1,2] [--json FILE]
+
+Reuses transformer_ext.bench (cases, timing, roofline) and adds a torch column when
+torch is importable (torch.set_num_threads matches each thread count).
+
+Phases: our cpp + numpy backends first (the same table as `transformer-ext bench`),
+then torch, then the combined table. Torch is timed separately because it brings its
+own OpenMP runtime: on a 2-core machine the idle, spinning workers of one runtime steal
+the cores the other needs. If numbers still look distorted, run with
+OMP_WAIT_POLICY=passive (idle OpenMP workers sleep instead of spinning; it also makes
+every fork/join a little slower, for both).
+
+NumPy's BLAS: the header prints which OpenBLAS kernel NumPy runs (threadpoolctl).
+OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE in the environment can force a slower one; for a
+fair baseline run with `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python ...`.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib.util
+import json
+import sys
+import time
+
+import numpy as np
+
+import transformer_ext  # noqa: F401  (loads the core; sets the process-wide thread count)
+from transformer_ext import bench
+
+
+# ------------------------------------------------------------------ torch versions of the cases
+# Keyed by the bench.py setup function, called with the same args: (torch, rng, *args).
+
+def torch_setups(torch):
+    F = torch.nn.functional
+
+    def t(rng, *shape, scale=1.0, grad=False):
+        return torch.from_numpy(bench._f32(rng, *shape, scale=scale)).requires_grad_(grad)
+
+    def matmul(rng, M, K, N):
+        x, w, b = t(rng, M, K), t(rng, K, N, scale=K ** -0.5), t(rng, N)
+        return lambda: torch.addmm(b, x, w)
+
+    def matmul_backward(rng, M, K, N):
+        # The three products autograd would run for y = x @ w + b.
+        dy, x, w = t(rng, M, N), t(rng, M, K), t(rng, K, N, scale=K ** -0.5)
+        return lambda: (dy @ w.T, x.T @ dy, dy.sum(0))
+
+    def attention(rng, T, H, D, backward):
+        q, k, v = (t(rng, 1, H, T, D, grad=backward) for _ in range(3))
+        dout = t(rng, 1, H, T, D)
+        if not backward:
+            return lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+        def fwd_bwd():
+            q.grad = k.grad = v.grad = None
+            F.scaled_dot_product_attention(q, k, v, is_causal=True).backward(dout)
+        return fwd_bwd
+
+    def softmax(rng, *shape):
+        x = t(rng, *shape)
+        return lambda: torch.softmax(x, -1)
+
+    def layer_norm(rng, rows, d, backward):
+        x, gamma, beta, dy = t(rng, rows, d), t(rng, d), t(rng, d), t(rng, rows, d)
+        if not backward:
+            return lambda: F.layer_norm(x, (d,), gamma, beta)
+        _, mean, rstd = torch.ops.aten.native_layer_norm(x, [d], gamma, beta, 1e-5)
+        return lambda: torch.ops.aten.native_layer_norm_backward(dy, x, [d], mean, rstd, gamma, beta,
+                                                                 [True, True, True])
+
+    def gelu(rng, rows, d):
+        x = t(rng, rows, d)
+        return lambda: F.gelu(x, approximate="tanh")
+
+    def feed_forward(rng, T, d, d_ff):
+        x = t(rng, T, d)
+        w1, b1 = t(rng, d, d_ff, scale=d ** -0.5), t(rng, d_ff)
+        w2, b2 = t(rng, d_ff, d, scale=d_ff ** -0.5), t(rng, d)
+        return lambda: torch.addmm(b2, F.gelu(torch.addmm(b1, x, w1), approximate="tanh"), w2)
+
+    def embedding(rng, n, V, d):
+        ids, table = torch.from_numpy(rng.integers(0, V, size=n)), t(rng, V, d)
+        return lambda: F.embedding(ids, table)
+
+    def cross_entropy(rng, N, V):
+        # Ours returns (loss, dlogits): time torch's forward + backward likewise.
+        logits, targets = t(rng, N, V, grad=True), torch.from_numpy(rng.integers(0, V, size=N))
+
+        def fwd_bwd():
+            logits.grad = None
+            F.cross_entropy(logits, targets).backward()
+        return fwd_bwd
+
+    def adamw(rng, n):
+        p = torch.nn.Parameter(t(rng, n))
+        p.grad = t(rng, n)
+        try:  # the fused CPU kernel (torch >= 2.4) is torch's fastest
+            opt = torch.optim.AdamW([p], lr=1e-4, fused=True)
+            opt.step()
+        except (RuntimeError, TypeError, ValueError):
+            opt = torch.optim.AdamW([p], lr=1e-4)
+        return opt.step
+
+    return {
+        bench.setup_matmul: matmul, bench.setup_matmul_backward: matmul_backward,
+        bench.setup_attention: attention, bench.setup_softmax: softmax,
+        bench.setup_layer_norm: layer_norm, bench.setup_gelu: gelu,
+        bench.setup_feed_forward: feed_forward, bench.setup_embedding: embedding,
+        bench.setup_cross_entropy: cross_entropy, bench.setup_adamw: adamw,
+    }
+
+
+def _vs_torch(r: dict) -> str:
+    c, t = r["cpp"], r.get("torch", {"status": "-"})
+    return f"{t['median_s'] / c['median_s']:.2f}x" if c["status"] == t["status"] == "ok" else "-"
+
+
+COLUMNS = bench.COLUMNS + [
+    ("torch ms", 9, lambda r: bench._ms(r["torch"]) if "torch" in r else "-"),
+    ("vs torch", 8, _vs_torch),
+    ("torch", 7, lambda r: bench._rate(r, "torch") if "torch" in r else "-"),
+    ("%peak", 5, lambda r: bench._pct(r, "torch") if "torch" in r else "-"),
+]
+
+
+def run_torch(cases, results, threads, peaks, repeats, min_time):
+    """Phase 2: time torch on every case; adds row["torch"] to the phase-1 rows."""
+    import torch
+
+    print(f"\nphase 2: torch {torch.__version__} (intra-op threads via torch.set_num_threads)", flush=True)
+    setups = torch_setups(torch)
+    rows = {(r["name"], r["threads"]): r for r in results}
+    saved = torch.get_num_threads()
+    try:
+        for case in cases:
+            try:
+                fn = setups[case.setup](np.random.default_rng(0), *case.args)
+            except Exception as exc:
+                fn, err = None, f"setup: {type(exc).__name__}: {exc}"
+            for n in threads:
+                torch.set_num_threads(n)
+                # Forward-only inputs do not require grad, so torch builds no autograd graph.
+                r = bench.time_guarded(fn, repeats, min_time) if fn else {"status": "error", "error": err}
+                row = rows[(case.name, n)]
+                row["torch"] = bench.add_rates(r, case, peaks[str(n)])
+                print(f"  {case.name:18s} thr={n}: {bench._ms(r)} ms", flush=True)
+            del fn
+            gc.collect()
+    finally:
+        torch.set_num_threads(saved)
+    return torch.__version__
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ops", metavar="LIST", help="comma-separated ops (default: all), e.g. matmul,attention")
+    ap.add_argument("--threads", metavar="LIST", help="comma-separated thread counts, e.g. 1,2 (default: process-wide)")
+    ap.add_argument("--repeats", type=int, metavar="N", help="timed samples per case (median reported)")
+    ap.add_argument("--quick", action="store_true", help="smaller shapes, fewer repeats")
+    ap.add_argument("--no-torch", action="store_true", help="skip the torch phase")
+    ap.add_argument("--json", metavar="FILE", dest="json_path", help="write everything to FILE as JSON")
+    args = ap.parse_args(argv)
+
+    try:
+        cases = bench.select_cases(bench.build_cases(args.quick), args.ops)
+        threads = bench.parse_threads(args.threads)
+    except ValueError as exc:
+        ap.error(str(exc))
+    if args.repeats is not None and args.repeats < 1:
+        ap.error("--repeats must be >= 1")
+    repeats, min_time = bench.timing_defaults(args.quick, args.repeats)
+    have_torch = not args.no_torch and importlib.util.find_spec("torch") is not None
+
+    print("phase 1: transformer_ext cpp and numpy backends", flush=True)
+    report = bench.run(ops=args.ops, threads=threads, repeats=args.repeats, quick=args.quick,
+                       command=" ".join([sys.executable] + sys.argv))
+    blas = report["machine"]["blas"]
+    kernels = ", ".join(f"{b.get('internal_api')} {b.get('version')} kernel={b.get('architecture')}"
+                        for b in blas) if isinstance(blas, list) else blas
+    notes = [
+        f"note: NumPy's BLAS: {kernels or 'none found'}. OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE in the environment "
+        "can select a slower kernel; compare with `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE ...`.",
+        "note: torch and transformer_ext each use their own OpenMP runtime, so they run in separate phases; "
+        "set OMP_WAIT_POLICY=passive if the numbers still look distorted.",
+    ]
+
+    if have_torch:
+        time.sleep(0.5)  # let our OpenMP workers stop spinning before torch starts
+        report["torch"] = run_torch(cases, report["results"], threads, report["peaks"], repeats, min_time)
+    else:
+        notes.append("note: torch not " + ("requested" if args.no_torch else "importable") + "; no torch column.")
+
+    print("\ncombined (speedup = numpy/cpp time, vs torch = torch/cpp time; >1 means ours is faster)")
+    print(bench.format_header(COLUMNS))
+    for row in report["results"]:
+        print(bench.format_row(row, COLUMNS))
+    errs = bench.format_errors(report["results"], bench.BACKENDS + (("torch",) if have_torch else ()))
+    if errs:
+        print("\n" + errs)
+    print("\n" + "\n".join(notes))
+    if args.json_path:
+        with open(args.json_path, "w") as fh:
+            json.dump(report, fh, indent=1)
+        print(f"wrote {args.json_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
