@@ -37,6 +37,7 @@ inline void check_f32(const py::array& a, const char* op, const char* name, py::
     throw py::value_error(std::string(op) + ": '" + name + "' must have " + std::to_string(ndim) +
                           " dims, got shape " + shape_str(a));
   }
+  if (a.size() == 0) return;  // NumPy 2 gives empty arrays zero strides: nothing to read
   for (py::ssize_t i = 0; i < ndim; ++i) {
     if (a.strides(i) % 4 != 0) throw py::value_error(std::string(op) + ": '" + name + "' is misaligned");
   }

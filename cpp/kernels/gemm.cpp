@@ -1,5 +1,710 @@
+// GEMM: C = op(A)·op(B) [+ bias] [+ C], row-major float32, and sum_rows (the bias
+// gradient). The classic BLIS/GotoBLAS design (Goto & van de Geijn, "Anatomy of
+// high-performance matrix multiplication", 2008; Van Zee & van de Geijn, BLIS 2015):
+//
+//   for jc in N step NC:            B block  KC×NC  (lives in L3)
+//     for pc in K step KC:          pack op(B)[pc:pc+kc, jc:jc+nc] into NR-wide panels
+//       for ic in M step MC:        pack op(A)[ic:ic+mc, pc:pc+kc] into MR-tall panels (L2)
+//         for jr in nc step NR:     one B micro-panel kc×NR (L1)
+//           for ir in mc step MR:   micro-kernel: MR×NR tile of C held in registers
+//
+// Packing reads op(A)/op(B) in place whatever trans_a/trans_b are and writes the single
+// layout the micro-kernel wants (A: k-major MR-wide slivers, B: k-major NR-wide
+// slivers), zero-padded to full MR/NR, so edge tiles run the same inner loop and only
+// their load/store of C is masked.
+//
+// Numerics. Every element of C is ONE sequential FMA chain over k:
+//     c = init;  for k in 0..K-1: c = fma(op(A)[i,k], op(B)[k,j], c)
+// with init = (accumulate ? C : 0) + bias. KC blocking does not change this chain: the
+// tile is stored after one KC block and reloaded (exactly) before the next. The chain
+// depends only on (i, j, K), never on the tile an element falls in, the thread that
+// computes it or the blocking by threads — so results are bit-identical for any thread
+// count (threads split M or N, never K).
+//
+// Skinny M (decoding, small batches: up to 32 / 64 rows) skips packing, which would cost as much
+// as the product: without trans_b, B is streamed once, row by row, updating C in place
+// (the same FMA chain per element); with trans_b, each C[i, j] is a dot product of a row
+// of op(A) with a row of B, summed in SIMD lanes then by a fixed tree (a different
+// but equally thread-independent order).
+//
+// Three variants from one source: the vector type V below is __m512 (AVX-512: 14×32
+// tile), __m256 (AVX2+FMA: 6×16) or a portable 4-float vector (GCC/Clang generic vectors,
+// or a struct with plain loops elsewhere: 6×8).
+#include <stdlib.h>
+#include <string.h>
+
+#include <new>
+
 #include "tx/kernels.h"
 
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if defined(__GNUC__)
+#define TX_INLINE static inline __attribute__((always_inline))
+#define TX_UNROLL _Pragma("GCC unroll 16")
+#else
+#define TX_INLINE static inline
+#define TX_UNROLL
+#endif
+
 namespace tx {
-namespace TX_ISA_NS {}  // namespace TX_ISA_NS
+namespace TX_ISA_NS {
+
+namespace {
+
+// ---------------------------------------------------------------------------------
+// Vector layer: V, VL lanes, and the handful of operations the kernels use.
+// vload_n/vstore_n touch only the first n lanes (n may be <= 0 or >= VL); masked
+// AVX/AVX-512 loads never fault on the masked-off lanes.
+// ---------------------------------------------------------------------------------
+#if defined(__AVX512F__)
+typedef __m512 V;
+constexpr int VL = 16;
+TX_INLINE __mmask16 lane_mask(int n) {
+  return n <= 0 ? (__mmask16)0 : n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u);
+}
+TX_INLINE V vzero() { return _mm512_setzero_ps(); }
+TX_INLINE V vset1(float x) { return _mm512_set1_ps(x); }
+TX_INLINE V vload(const float* p) { return _mm512_loadu_ps(p); }
+TX_INLINE V vload_n(const float* p, int n) { return _mm512_maskz_loadu_ps(lane_mask(n), p); }
+TX_INLINE void vstore(float* p, V v) { _mm512_storeu_ps(p, v); }
+TX_INLINE void vstore_n(float* p, V v, int n) { _mm512_mask_storeu_ps(p, lane_mask(n), v); }
+TX_INLINE V vadd(V a, V b) { return _mm512_add_ps(a, b); }
+TX_INLINE V vfma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+TX_INLINE float vsum(V v) { return _mm512_reduce_add_ps(v); }  // a fixed shuffle tree
+
+// 14×32 tile: 28 zmm accumulators + 2 for the B sliver + 1 broadcast (of 32).
+constexpr int MR = 14, NV = 2;
+constexpr int64_t KC = 256, MC = MR * 24, NC = 4096;
+// Skinny paths: SK_KB rows of B per pass over C; dot path: SD_R × SD_J dots at a time.
+constexpr int SK_KB = 8, SD_R = 4, SD_J = 4;
+
+#elif defined(__AVX2__)
+typedef __m256 V;
+constexpr int VL = 8;
+TX_INLINE __m256i lane_mask(int n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+TX_INLINE V vzero() { return _mm256_setzero_ps(); }
+TX_INLINE V vset1(float x) { return _mm256_set1_ps(x); }
+TX_INLINE V vload(const float* p) { return _mm256_loadu_ps(p); }
+TX_INLINE V vload_n(const float* p, int n) { return _mm256_maskload_ps(p, lane_mask(n)); }
+TX_INLINE void vstore(float* p, V v) { _mm256_storeu_ps(p, v); }
+TX_INLINE void vstore_n(float* p, V v, int n) { _mm256_maskstore_ps(p, lane_mask(n), v); }
+TX_INLINE V vadd(V a, V b) { return _mm256_add_ps(a, b); }
+TX_INLINE V vfma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+TX_INLINE float vsum(V v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// 6×16 tile: 12 ymm accumulators + 2 B + 1 broadcast (of 16).
+constexpr int MR = 6, NV = 2;
+constexpr int64_t KC = 256, MC = MR * 40, NC = 4096;
+constexpr int SK_KB = 8, SD_R = 2, SD_J = 4;
+
+#elif defined(__GNUC__)
+// Portable (GCC/Clang): generic 4-float vectors, lowered to SSE2, NEON, ... or scalar
+// code. (The struct below is the same thing for other compilers; GCC does not keep
+// arrays of such structs in registers, which costs 3x in the skinny paths.)
+typedef float V __attribute__((vector_size(16)));
+constexpr int VL = 4;
+TX_INLINE V vzero() { return V{0.0f, 0.0f, 0.0f, 0.0f}; }
+TX_INLINE V vset1(float x) { return V{x, x, x, x}; }
+TX_INLINE V vload(const float* p) {
+  V r;
+  memcpy(&r, p, sizeof r);
+  return r;
+}
+TX_INLINE V vload_n(const float* p, int n) {
+  V r = vzero();
+  for (int l = 0; l < VL && l < n; ++l) r[l] = p[l];
+  return r;
+}
+TX_INLINE void vstore(float* p, V v) { memcpy(p, &v, sizeof v); }
+TX_INLINE void vstore_n(float* p, V v, int n) {
+  for (int l = 0; l < VL && l < n; ++l) p[l] = v[l];
+}
+TX_INLINE V vadd(V a, V b) { return a + b; }
+TX_INLINE V vfma(V a, V b, V c) { return a * b + c; }  // separate mul+add without FMA hardware
+TX_INLINE float vsum(V v) { return (v[0] + v[1]) + (v[2] + v[3]); }
+
+// 6×8 tile: 12 xmm-sized accumulators (16 xmm on baseline x86-64).
+constexpr int MR = 6, NV = 2;
+constexpr int64_t KC = 256, MC = MR * 20, NC = 2048;
+constexpr int SK_KB = 8, SD_R = 2, SD_J = 4;
+
+#else
+// Portable, any compiler: plain fixed-length loops the compiler may vectorise.
+struct V {
+  float f[4];
+};
+constexpr int VL = 4;
+TX_INLINE V vzero() {
+  V r;
+  for (int l = 0; l < VL; ++l) r.f[l] = 0.0f;
+  return r;
+}
+TX_INLINE V vset1(float x) {
+  V r;
+  for (int l = 0; l < VL; ++l) r.f[l] = x;
+  return r;
+}
+TX_INLINE V vload(const float* p) {
+  V r;
+  for (int l = 0; l < VL; ++l) r.f[l] = p[l];
+  return r;
+}
+TX_INLINE V vload_n(const float* p, int n) {
+  V r;
+  for (int l = 0; l < VL; ++l) r.f[l] = l < n ? p[l] : 0.0f;
+  return r;
+}
+TX_INLINE void vstore(float* p, V v) {
+  for (int l = 0; l < VL; ++l) p[l] = v.f[l];
+}
+TX_INLINE void vstore_n(float* p, V v, int n) {
+  for (int l = 0; l < VL && l < n; ++l) p[l] = v.f[l];
+}
+TX_INLINE V vadd(V a, V b) {
+  V r;
+  for (int l = 0; l < VL; ++l) r.f[l] = a.f[l] + b.f[l];
+  return r;
+}
+TX_INLINE V vfma(V a, V b, V c) {
+  V r;
+  for (int l = 0; l < VL; ++l) r.f[l] = a.f[l] * b.f[l] + c.f[l];
+  return r;
+}
+TX_INLINE float vsum(V v) { return (v.f[0] + v.f[1]) + (v.f[2] + v.f[3]); }
+
+// 6×8 tile: 12 xmm-sized accumulators (16 xmm on baseline x86-64).
+constexpr int MR = 6, NV = 2;
+constexpr int64_t KC = 256, MC = MR * 20, NC = 2048;
+constexpr int SK_KB = 8, SD_R = 2, SD_J = 4;
+#endif
+
+constexpr int NR = NV * VL;
+// Up to these M the skinny paths beat packing (measured on Sapphire Rapids, AVX-512:
+// packing B costs about as much as M·(a few) FMAs per element of B): streaming
+// (not trans_b) up to 32 rows, dot products (trans_b) up to 64.
+constexpr int64_t SKINNY_M_STREAM = 32, SKINNY_M_DOT = 64;
+
+static_assert(MC % MR == 0 && NC % NR == 0, "blocking must be whole tiles");
+
+TX_INLINE int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+TX_INLINE int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
+TX_INLINE int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Threads for a GEMM of M·N·K multiply-adds: one below ~256k (a fork/join costs a few
+// µs, more than the work), else the process-wide count.
+TX_INLINE int gemm_threads(int64_t M, int64_t N, int64_t K) {
+  return ::tx::threads_for((M * N * K) / 8);
+}
+
+// 64-byte-aligned scratch (cache-line aligned: panel loads are aligned and slices given
+// to different threads never share a line). Throws std::bad_alloc outside any parallel
+// region, which pybind11 turns into MemoryError.
+static float* scratch_alloc(int64_t floats) {
+  size_t bytes = (size_t)imax(floats, 16) * sizeof(float);
+  bytes = (bytes + 63) & ~(size_t)63;
+  void* p = aligned_alloc(64, bytes);
+  if (!p) throw std::bad_alloc();
+  return static_cast<float*>(p);
+}
+
+TX_INLINE int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+// d[0:total] = s[0:n] followed by zeros (n <= total), in vector steps (the plain loop
+// would become a libc memcpy call per sliver row).
+template <int TOTAL>
+TX_INLINE void copy_pad(float* __restrict d, const float* __restrict s, int n) {
+  TX_UNROLL for (int l = 0; l < TOTAL; l += VL) {
+    const V x = n - l >= VL ? vload(s + l) : vload_n(s + l, n - l);
+    if (TOTAL - l >= VL) {
+      vstore(d + l, x);
+    } else {
+      vstore_n(d + l, x, TOTAL - l);
+    }
+  }
+}
+
+// Transposing pack: dst[k*LD + i] = src[i*lds + k] for i < rows (zeros for rows <= i < W)
+// and k < kc; W <= VL floats are written per k. Used where a sliver gathers rows of
+// the stored matrix (A not transposed, B transposed): VL×VL register transposes
+// instead of kc·W strided scalar stores.
+#if defined(__AVX512F__)
+TX_INLINE void transpose_vl(V (&r)[VL]) {  // 16×16: unpack, 4×4 shuffles, 128-bit lane moves
+  V t[16];
+  TX_UNROLL for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  TX_UNROLL for (int i = 0; i < 16; i += 4) {
+    r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+    r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+    r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+  TX_UNROLL for (int i = 0; i < 4; ++i) {
+    t[i] = _mm512_shuffle_f32x4(r[i], r[4 + i], 0x88);
+    t[4 + i] = _mm512_shuffle_f32x4(r[i], r[4 + i], 0xDD);
+    t[8 + i] = _mm512_shuffle_f32x4(r[8 + i], r[12 + i], 0x88);
+    t[12 + i] = _mm512_shuffle_f32x4(r[8 + i], r[12 + i], 0xDD);
+  }
+  TX_UNROLL for (int i = 0; i < 8; ++i) {
+    r[i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0x88);
+    r[8 + i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0xDD);
+  }
+}
+#define TX_HAVE_TRANSPOSE 1
+#elif defined(__AVX2__)
+TX_INLINE void transpose_vl(V (&r)[VL]) {  // 8×8: unpack, 4×4 shuffles, 128-bit halves
+  V t[8], s[8];
+  TX_UNROLL for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  TX_UNROLL for (int i = 0; i < 8; i += 4) {
+    s[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+    s[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+    s[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    s[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+  TX_UNROLL for (int i = 0; i < 4; ++i) {
+    r[i] = _mm256_permute2f128_ps(s[i], s[4 + i], 0x20);
+    r[4 + i] = _mm256_permute2f128_ps(s[i], s[4 + i], 0x31);
+  }
+}
+#define TX_HAVE_TRANSPOSE 1
+#endif
+
+template <int W, int LD>
+TX_INLINE void pack_transposed(const float* __restrict src, int64_t lds, int rows, int64_t kc,
+                               float* __restrict dst) {
+#if defined(TX_HAVE_TRANSPOSE)
+  static_assert(W <= VL, "one register transpose per VL×VL block");
+  for (int64_t k0 = 0; k0 < kc; k0 += VL) {
+    const int kn = (int)imin(VL, kc - k0);
+    V r[VL];
+    TX_UNROLL for (int i = 0; i < VL; ++i) {
+      const float* s = src + i * lds + k0;
+      r[i] = i >= rows ? vzero() : kn == VL ? vload(s) : vload_n(s, kn);
+    }
+    transpose_vl(r);
+    for (int k = 0; k < kn; ++k) {
+      if (W == VL) {
+        vstore(dst + (k0 + k) * LD, r[k]);
+      } else {
+        vstore_n(dst + (k0 + k) * LD, r[k], W);
+      }
+    }
+  }
+#else
+  for (int i = 0; i < rows; ++i) {
+    const float* s = src + i * lds;
+    for (int64_t k = 0; k < kc; ++k) dst[k * LD + i] = s[k];
+  }
+  for (int i = rows; i < W; ++i) {
+    for (int64_t k = 0; k < kc; ++k) dst[k * LD + i] = 0.0f;
+  }
+#endif
+}
+
+// ---------------------------------------------------------------------------------
+// Register tiles of C: init = (load_c ? C : 0) + bias, then store. `nr` columns and
+// `mr` rows are valid; full tiles take the unmasked path.
+// ---------------------------------------------------------------------------------
+template <int R, int W>
+TX_INLINE void tile_init(V (&c)[R][W], const float* C, int64_t ldc, int mr, int nr, bool load_c,
+                         const float* bias) {
+  TX_UNROLL for (int i = 0; i < R; ++i) {
+    TX_UNROLL for (int v = 0; v < W; ++v) c[i][v] = vzero();
+  }
+  const bool full_w = nr == W * VL;
+  if (load_c) {
+    TX_UNROLL for (int i = 0; i < R; ++i) {
+      if (i < mr) {
+        TX_UNROLL for (int v = 0; v < W; ++v) {
+          c[i][v] = full_w ? vload(C + i * ldc + v * VL) : vload_n(C + i * ldc + v * VL, nr - v * VL);
+        }
+      }
+    }
+  }
+  if (bias) {
+    V b[W];
+    TX_UNROLL for (int v = 0; v < W; ++v) b[v] = full_w ? vload(bias + v * VL) : vload_n(bias + v * VL, nr - v * VL);
+    TX_UNROLL for (int i = 0; i < R; ++i) {
+      TX_UNROLL for (int v = 0; v < W; ++v) c[i][v] = vadd(c[i][v], b[v]);
+    }
+  }
+}
+
+template <int R, int W>
+TX_INLINE void tile_store(V (&c)[R][W], float* C, int64_t ldc, int mr, int nr) {
+  if (nr == W * VL) {
+    TX_UNROLL for (int i = 0; i < R; ++i) {
+      if (i < mr) {
+        TX_UNROLL for (int v = 0; v < W; ++v) vstore(C + i * ldc + v * VL, c[i][v]);
+      }
+    }
+  } else {
+    TX_UNROLL for (int i = 0; i < R; ++i) {
+      if (i < mr) {
+        TX_UNROLL for (int v = 0; v < W; ++v) vstore_n(C + i * ldc + v * VL, c[i][v], nr - v * VL);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------
+// Micro-kernel: C[0:mr, 0:nr] = init + Σ_k Ap[k, 0:MR] ⊗ Bp[k, 0:NR] over kc steps.
+// Ap: packed A sliver (Ap[k*MR + i]); Bp: packed B sliver (Bp[k*NR + j]), 64-byte aligned.
+// ---------------------------------------------------------------------------------
+static void micro_kernel(int64_t kc, const float* __restrict Ap, const float* __restrict Bp,
+                         float* __restrict C, int64_t ldc, int mr, int nr, bool load_c,
+                         const float* __restrict bias) {
+  V c[MR][NV];
+  tile_init<MR, NV>(c, C, ldc, mr, nr, load_c, bias);
+  for (int64_t k = 0; k < kc; ++k) {
+    const float* a = Ap + k * MR;
+    const float* b = Bp + k * NR;
+    V bv[NV];
+    TX_UNROLL for (int v = 0; v < NV; ++v) bv[v] = vload(b + v * VL);
+    TX_UNROLL for (int i = 0; i < MR; ++i) {
+      const V av = vset1(a[i]);
+      TX_UNROLL for (int v = 0; v < NV; ++v) c[i][v] = vfma(av, bv[v], c[i][v]);
+    }
+  }
+  tile_store<MR, NV>(c, C, ldc, mr, nr);
+}
+
+// ---------------------------------------------------------------------------------
+// Packing. op(A)[i, k] = trans_a ? A[k*lda + i] : A[i*lda + k]; op(B) likewise.
+// ---------------------------------------------------------------------------------
+struct Problem {
+  bool trans_a, trans_b;
+  int64_t M, N, K;
+  const float* A;
+  int64_t lda;
+  const float* B;
+  int64_t ldb;
+  const float* bias;
+  float* C;
+  int64_t ldc;
+  bool accumulate;
+};
+
+// op(A)[i0:i0+mc, p0:p0+kc] -> ceil(mc/MR) slivers of kc×MR (rows past mc are zero).
+static void pack_A(const Problem& P, int64_t i0, int64_t mc, int64_t p0, int64_t kc, float* __restrict Ap) {
+  for (int64_t ir = 0; ir < mc; ir += MR) {
+    const int mr = (int)imin(MR, mc - ir);
+    float* dst = Ap + ir * kc;
+    if (P.trans_a) {  // A stored K×M: each k gives mr contiguous floats
+      const float* src = P.A + p0 * P.lda + i0 + ir;
+      for (int64_t k = 0; k < kc; ++k) copy_pad<MR>(dst + k * MR, src + k * P.lda, mr);
+    } else {  // A stored M×K: gather MR rows (transpose of an mr×kc block)
+      pack_transposed<MR, MR>(P.A + (i0 + ir) * P.lda + p0, P.lda, mr, kc, dst);
+    }
+  }
+}
+
+// op(B)[p0:p0+kc, j0:j0+nc] -> ceil(nc/NR) slivers of kc×NR (columns past nc are zero).
+static void pack_B(const Problem& P, int64_t p0, int64_t kc, int64_t j0, int64_t nc, float* __restrict Bp) {
+  for (int64_t jr = 0; jr < nc; jr += NR) {
+    const int nr = (int)imin(NR, nc - jr);
+    float* dst = Bp + jr * kc;
+    if (!P.trans_b) {  // B stored K×N: each k gives nr contiguous floats
+      const float* src = P.B + p0 * P.ldb + j0 + jr;
+      for (int64_t k = 0; k < kc; ++k) copy_pad<NR>(dst + k * NR, src + k * P.ldb, nr);
+    } else {  // B stored N×K: row j of B is column j of op(B); VL columns at a time
+      const float* src = P.B + (j0 + jr) * P.ldb + p0;
+      TX_UNROLL for (int h = 0; h < NR; h += VL) {
+        const int rows = (int)imax(0, imin(VL, nr - h));
+        pack_transposed<VL, NR>(src + h * P.ldb, P.ldb, rows, kc, dst + h);
+      }
+    }
+  }
+}
+
+// The loop nest for the block C[m0:m1, n0:n1] (one thread). Ap holds MC×KC floats,
+// Bp KC×min(NC, n1-n0 rounded to NR).
+static void gemm_packed_block(const Problem& P, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
+                              int64_t kc_max, float* Ap, float* Bp) {
+  for (int64_t jc = n0; jc < n1; jc += NC) {
+    const int64_t nc = imin(NC, n1 - jc);
+    for (int64_t pc = 0; pc < P.K; pc += kc_max) {
+      const int64_t kc = imin(kc_max, P.K - pc);
+      pack_B(P, pc, kc, jc, nc, Bp);
+      // First K block: init from (accumulate ? C : 0) + bias; later blocks continue
+      // the chain from the stored C.
+      const bool first = pc == 0;
+      const bool load_c = !first || P.accumulate;
+      const float* bias = first ? P.bias : nullptr;
+      for (int64_t ic = m0; ic < m1; ic += MC) {
+        const int64_t mc = imin(MC, m1 - ic);
+        pack_A(P, ic, mc, pc, kc, Ap);
+        for (int64_t jr = 0; jr < nc; jr += NR) {
+          const int nr = (int)imin(NR, nc - jr);
+          const float* bsl = Bp + jr * kc;
+          const float* bb = bias ? bias + jc + jr : nullptr;
+          for (int64_t ir = 0; ir < mc; ir += MR) {
+            const int mr = (int)imin(MR, mc - ir);
+            micro_kernel(kc, Ap + ir * kc, bsl, P.C + (ic + ir) * P.ldc + jc + jr, P.ldc, mr, nr,
+                         load_c, bb);
+          }
+        }
+      }
+    }
+  }
+}
+
+static void gemm_packed(const Problem& P) {
+  // K blocks of (almost) equal size <= KC: depends on K only, so the chain is fixed.
+  const int64_t kc_max = ceil_div(P.K, ceil_div(P.K, KC));
+  // Threads split C into a tm×tn grid of blocks of whole tiles (never K). Each block
+  // packs its own panels: the extra packing is O((M/tm + N/tn)·K) per thread against
+  // O(M·N·K/t) flops, so pick the grid with the smallest block perimeter.
+  const int64_t mtiles = ceil_div(P.M, MR), ntiles = ceil_div(P.N, NR);
+  int nt = gemm_threads(P.M, P.N, P.K);
+  if ((int64_t)nt > mtiles * ntiles) nt = (int)(mtiles * ntiles);
+  int tm = 1, tn = 1;
+  for (; nt > 1; --nt) {  // the largest usable count that factors into a valid grid
+    double best = -1.0;
+    for (int a = 1; a <= nt; ++a) {
+      const int b = nt / a;
+      if (nt % a || a > mtiles || b > ntiles) continue;
+      const double cost = (double)P.M / a + (double)P.N / b;
+      if (best < 0 || cost < best) best = cost, tm = a, tn = b;
+    }
+    if (best >= 0) break;
+  }
+  const int parts = tm * tn;
+
+  const int64_t n_part = round_up(ceil_div(ntiles, tn) * NR, NR);
+  const int64_t a_sz = round_up(MC * kc_max, 16);
+  const int64_t b_sz = round_up(imin(NC, n_part) * kc_max, 16);
+  float* scratch = scratch_alloc((a_sz + b_sz) * parts);
+
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) num_threads(parts) if (parts > 1)
+#endif
+  for (int p = 0; p < parts; ++p) {
+    const int pm = p / tn, pn = p % tn;
+    const int64_t m0 = imin(P.M, mtiles * pm / tm * MR), m1 = imin(P.M, mtiles * (pm + 1) / tm * MR);
+    const int64_t n0 = imin(P.N, ntiles * pn / tn * NR), n1 = imin(P.N, ntiles * (pn + 1) / tn * NR);
+    float* Ap = scratch + (int64_t)p * (a_sz + b_sz);
+    if (m0 < m1 && n0 < n1) gemm_packed_block(P, m0, m1, n0, n1, kc_max, Ap, Ap + a_sz);
+  }
+  free(scratch);
+}
+
+// ---------------------------------------------------------------------------------
+// Skinny M, B stored K×N (not trans_b): stream B once, row by row, over a wide column
+// chunk, SK_KB rows at a time, updating C's chunk (M rows, cache-resident) in place. Per
+// element this is exactly the micro-kernel's chain:
+//     c = init;  c = fma(op(A)[i,k], B[k,j], c)  for k = 0..K-1.
+// (Walking B down a narrow strip instead touches a new page on every row: TLB-bound.)
+// ---------------------------------------------------------------------------------
+template <int KB, bool FULL>
+TX_INLINE void stream_vec(const Problem& P, const float* __restrict Ak, int64_t a_rs, int64_t a_ks,
+                          const float* __restrict Bk, float* __restrict Cj, int n, bool init,
+                          const float* __restrict bias) {
+  V b[KB];
+  TX_UNROLL for (int kk = 0; kk < KB; ++kk) b[kk] = FULL ? vload(Bk + kk * P.ldb) : vload_n(Bk + kk * P.ldb, n);
+  V bv = vzero();
+  if (init && bias) bv = FULL ? vload(bias) : vload_n(bias, n);
+  for (int64_t i = 0; i < P.M; ++i) {
+    float* c = Cj + i * P.ldc;
+    V acc = vzero();
+    if (!init || P.accumulate) acc = FULL ? vload(c) : vload_n(c, n);
+    if (init && bias) acc = vadd(acc, bv);
+    const float* a = Ak + i * a_rs;
+    TX_UNROLL for (int kk = 0; kk < KB; ++kk) acc = vfma(vset1(a[kk * a_ks]), b[kk], acc);
+    if (FULL) {
+      vstore(c, acc);
+    } else {
+      vstore_n(c, acc, n);
+    }
+  }
+}
+
+template <int KB>
+TX_INLINE void stream_block(const Problem& P, int64_t k, int64_t j0, int64_t j1, bool init) {
+  const int64_t a_rs = P.trans_a ? 1 : P.lda, a_ks = P.trans_a ? P.lda : 1;
+  const float* Ak = P.A + k * a_ks;
+  const float* Bk = P.B + k * P.ldb;
+  for (int64_t j = j0; j < j1; j += VL) {
+    const float* bias = P.bias ? P.bias + j : nullptr;
+    if (j1 - j >= VL) {
+      stream_vec<KB, true>(P, Ak, a_rs, a_ks, Bk + j, P.C + j, VL, init, bias);
+    } else {
+      stream_vec<KB, false>(P, Ak, a_rs, a_ks, Bk + j, P.C + j, (int)(j1 - j), init, bias);
+    }
+  }
+}
+
+static void gemm_skinny(const Problem& P) {
+  const int nt = gemm_threads(P.M, P.N, P.K);
+  // Column chunks of up to 1024 floats: each pass reads SK_KB runs of 4 KiB (a page
+  // each: narrower chunks make the walk down B TLB-bound) and updates C's M×cw chunk
+  // (L1/L2). At least one chunk per thread. Chunking groups whole columns, so it cannot
+  // change any result.
+  const int64_t cw_max = 1024;
+  const int64_t chunks = nt * ceil_div(P.N, nt * cw_max);
+  const int64_t cw = round_up(ceil_div(P.N, chunks), VL);
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#endif
+  for (int64_t ch = 0; ch < chunks; ++ch) {
+    const int64_t j0 = imin(P.N, ch * cw), j1 = imin(P.N, j0 + cw);
+    if (j0 >= j1) continue;
+    int64_t k = 0;
+    for (; k + SK_KB <= P.K; k += SK_KB) stream_block<SK_KB>(P, k, j0, j1, k == 0);
+    for (; k < P.K; ++k) stream_block<1>(P, k, j0, j1, k == 0);
+  }
+}
+
+// ---------------------------------------------------------------------------------
+// Skinny M with trans_b (B stored N×K, e.g. x·Wᵀ while decoding): C[i, j] is the dot
+// product of row i of op(A) with row j of B, streamed once. Lane l of an accumulator
+// sums the k ≡ l (mod VL) terms in order; the lanes are then summed by a fixed tree.
+// X: rows of op(A), unit stride over k (row stride ldx).
+// ---------------------------------------------------------------------------------
+template <int R, int J>
+static void dot_tile(int64_t K, const float* __restrict X, int64_t ldx, const float* __restrict B,
+                     int64_t ldb, float* __restrict C, int64_t ldc, bool load_c,
+                     const float* __restrict bias) {
+  V acc[R][J];
+  TX_UNROLL for (int i = 0; i < R; ++i) {
+    TX_UNROLL for (int j = 0; j < J; ++j) acc[i][j] = vzero();
+  }
+  int64_t k = 0;
+  for (; k + VL <= K; k += VL) {
+    V bv[J];
+    TX_UNROLL for (int j = 0; j < J; ++j) bv[j] = vload(B + j * ldb + k);
+    TX_UNROLL for (int i = 0; i < R; ++i) {
+      const V xv = vload(X + i * ldx + k);
+      TX_UNROLL for (int j = 0; j < J; ++j) acc[i][j] = vfma(xv, bv[j], acc[i][j]);
+    }
+  }
+  if (k < K) {  // tail: zero lanes add fma(0, 0, acc) = acc
+    const int n = (int)(K - k);
+    V bv[J];
+    TX_UNROLL for (int j = 0; j < J; ++j) bv[j] = vload_n(B + j * ldb + k, n);
+    TX_UNROLL for (int i = 0; i < R; ++i) {
+      const V xv = vload_n(X + i * ldx + k, n);
+      TX_UNROLL for (int j = 0; j < J; ++j) acc[i][j] = vfma(xv, bv[j], acc[i][j]);
+    }
+  }
+  TX_UNROLL for (int i = 0; i < R; ++i) {
+    TX_UNROLL for (int j = 0; j < J; ++j) {
+      float init = load_c ? C[i * ldc + j] : 0.0f;
+      if (bias) init += bias[j];
+      C[i * ldc + j] = init + vsum(acc[i][j]);
+    }
+  }
+}
+
+template <int R>
+static void dot_rows(const Problem& P, const float* X, int64_t ldx, int64_t i, int64_t j0, int64_t j1) {
+  const float* bias = P.bias;
+  int64_t j = j0;
+  for (; j + SD_J <= j1; j += SD_J) {
+    dot_tile<R, SD_J>(P.K, X + i * ldx, ldx, P.B + j * P.ldb, P.ldb, P.C + i * P.ldc + j, P.ldc,
+                      P.accumulate, bias ? bias + j : nullptr);
+  }
+  for (; j < j1; ++j) {
+    dot_tile<R, 1>(P.K, X + i * ldx, ldx, P.B + j * P.ldb, P.ldb, P.C + i * P.ldc + j, P.ldc,
+                   P.accumulate, bias ? bias + j : nullptr);
+  }
+}
+
+static void gemm_skinny_tb(const Problem& P) {
+  // op(A) rows must be unit-stride over k: copy them when trans_a (only M <= 64 rows).
+  const float* X = P.A;
+  int64_t ldx = P.lda;
+  float* xbuf = nullptr;
+  if (P.trans_a) {
+    xbuf = scratch_alloc(P.M * P.K);
+    for (int64_t k = 0; k < P.K; ++k) {
+      for (int64_t i = 0; i < P.M; ++i) xbuf[i * P.K + k] = P.A[k * P.lda + i];
+    }
+    X = xbuf;
+    ldx = P.K;
+  }
+  const int nt = gemm_threads(P.M, P.N, P.K);
+  // Blocks of B rows: ~512 KiB each so a block stays in L2 while every row group of X
+  // passes over it; at least 4 blocks per thread for balance. The blocking only groups
+  // whole dot products, so it cannot change any result.
+  int64_t jb = imax(SD_J, (int64_t)(1 << 17) / imax(P.K, 1));
+  const int64_t min_blocks = 4 * (int64_t)nt;
+  if (ceil_div(P.N, jb) < min_blocks) jb = imax(SD_J, ceil_div(P.N, min_blocks));
+  jb = round_up(jb, SD_J);
+  const int64_t blocks = ceil_div(P.N, jb);
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#endif
+  for (int64_t bi = 0; bi < blocks; ++bi) {
+    const int64_t j0 = bi * jb, j1 = imin(P.N, j0 + jb);
+    int64_t i = 0;
+    for (; i + SD_R <= P.M; i += SD_R) dot_rows<SD_R>(P, X, ldx, i, j0, j1);
+    for (; i < P.M; ++i) dot_rows<1>(P, X, ldx, i, j0, j1);
+  }
+  free(xbuf);
+}
+
+// K = 0: C = (accumulate ? C : 0) + bias.
+static void gemm_init_only(const Problem& P) {
+  for (int64_t i = 0; i < P.M; ++i) {
+    float* c = P.C + i * P.ldc;
+    for (int64_t j = 0; j < P.N; ++j) {
+      float init = P.accumulate ? c[j] : 0.0f;
+      if (P.bias) init += P.bias[j];
+      c[j] = init;
+    }
+  }
+}
+
+}  // namespace
+
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+          const float* B, int64_t ldb, const float* bias, float* C, int64_t ldc, bool accumulate) {
+  if (M <= 0 || N <= 0) return;
+  const Problem P{trans_a, trans_b, M, N, K, A, lda, B, ldb, bias, C, ldc, accumulate};
+  if (K <= 0) return gemm_init_only(P);
+  if (trans_b && M <= SKINNY_M_DOT) return gemm_skinny_tb(P);
+  if (!trans_b && M <= SKINNY_M_STREAM) return gemm_skinny(P);
+  gemm_packed(P);
+}
+
+// out[j] (+)= Σ_i X[i, j], summed over i in order for each column (a fixed chain);
+// threads split the columns into blocks.
+void sum_rows(const float* X, int64_t M, int64_t N, int64_t ldx, float* out, bool accumulate) {
+  if (N <= 0) return;
+  constexpr int64_t CB = 256;  // columns per block: the partial sums stay in L1
+  const int64_t blocks = ceil_div(N, CB);
+  const int64_t work = M * N;  // TX_OMP_FOR's pragma names `work` literally
+  TX_OMP_FOR(work)
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t j0 = b * CB, n = imin(CB, N - j0);
+    float acc[CB];
+    for (int64_t j = 0; j < n; ++j) acc[j] = accumulate ? out[j0 + j] : 0.0f;
+    for (int64_t i = 0; i < M; ++i) {
+      const float* x = X + i * ldx + j0;
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) acc[j] += x[j];
+    }
+    for (int64_t j = 0; j < n; ++j) out[j0 + j] = acc[j];
+  }
+}
+
+}  // namespace TX_ISA_NS
 }  // namespace tx

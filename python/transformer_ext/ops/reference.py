@@ -67,8 +67,9 @@ def matmul_backward(dy, x, w, b=None, saved=None, transpose_w=False):
     K = x.shape[-1]
     N = dy.shape[-1]
     dx = np.matmul(dy, w if transpose_w else w.T)
-    x2 = x.reshape(-1, K)
-    dy2 = dy.reshape(-1, N)
+    M = int(np.prod(x.shape[:-1], dtype=np.int64))  # explicit: reshape(-1, 0) can't infer rows
+    x2 = x.reshape(M, K)
+    dy2 = dy.reshape(M, N)
     dw = np.matmul(dy2.T, x2) if transpose_w else np.matmul(x2.T, dy2)
     db = None if b is None else dy2.sum(axis=0)
     return dx, dw, db
