@@ -1,0 +1,3 @@
+#include "common.h"
+
+void bind_tokenizers(py::module_& m) { (void)m; }
