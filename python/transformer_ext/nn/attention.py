@@ -1,0 +1,182 @@
+"""Multi-head attention (Vaswani et al. 2017, §3.2):
+
+    Q = x W_Q,  K = m W_K,  V = m W_V        (m = x for self-attention, the encoder output for cross)
+    split heads:  (B, T, d) → (B, H, T, d_k),  d_k = d / H
+    head_h = softmax(Q_h K_hᵀ / √d_k + mask) V_h
+    y = concat(head_1 … head_H) W_O
+
+Projections come in the layouts checkpoints use:
+- `qkv`: one fused Linear x → [Q | K | V] (GPT-2's c_attn (d, 3d); nn.MultiheadAttention's in_proj);
+- `q`, `k`, `v`: three Linears (BERT's query/key/value; cross-attention);
+- `q` + `kv`: a query Linear and a fused key/value Linear m → [K | V] (cross-attention).
+
+The scaled dot-product runs in the fused kernel `ops.attention` (which never materialises the
+(T, T) probabilities). The explicit path — S = QKᵀ/√d_k + mask, P = ops.softmax(S),
+O = Dropout(P) V — is used only when the probabilities themselves are needed: attention
+dropout in training, or `return_attention=True`. Its backward:
+    dV = P̃ᵀ dO,  dP̃ = dO Vᵀ,  dP = Dropout'(dP̃),  dS = softmax'(dP),  dQ = dS K/√d_k,  dK = dSᵀ Q/√d_k
+(P̃ the dropped-out probabilities).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import ops
+from .dropout import Dropout
+from .linear import Linear
+from .module import Module
+
+
+def split_heads(t: np.ndarray, n_head: int) -> np.ndarray:
+    """(B, T, d) → (B, H, T, d_k): a view (last axis stays unit-stride, so ops.attention reads
+    it in place, even when t is a column slice of a fused projection)."""
+    B, T, d = t.shape
+    return t.reshape(B, T, n_head, d // n_head).transpose(0, 2, 1, 3)
+
+
+def merge_heads(t: np.ndarray) -> np.ndarray:
+    """(B, H, T, d_k) → (B, T, H·d_k), C-contiguous (concat of the heads)."""
+    B, H, T, dk = t.shape
+    return np.ascontiguousarray(t.transpose(0, 2, 1, 3)).reshape(B, T, H * dk)
+
+
+def additive_mask(mask, causal: bool, Tq: int, Tk: int, dtype) -> np.ndarray | None:
+    """The attention mask as an additive float array broadcastable to (B, H, Tq, Tk) (0 = attend,
+    -inf = masked), with the same meaning as ops.attention's `mask` / `causal` arguments."""
+    dtype = np.dtype(dtype)
+    zero, ninf = np.zeros((), dtype), np.array(-np.inf, dtype)
+    add = None
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.dtype.kind in "biu":
+            if mask.ndim == 2:  # key padding (B, Tk), True/1 = attend
+                mask = mask.reshape(mask.shape[0], 1, 1, mask.shape[1])
+            add = np.where(mask.astype(bool), zero, ninf)
+        else:
+            add = mask.astype(dtype, copy=False)
+        add = add.reshape((1,) * (4 - add.ndim) + add.shape)
+    if causal:  # query i sees key j iff j <= i + (Tk - Tq)
+        i = np.arange(Tq)[:, None]
+        j = np.arange(Tk)[None, :]
+        c = np.where(j <= i + (Tk - Tq), zero, ninf)[None, None]
+        add = c if add is None else add + c
+    return add
+
+
+class MultiHeadAttention(Module):
+    def __init__(self, n_head: int, out: Linear, *, qkv: Linear | None = None, q: Linear | None = None,
+                 k: Linear | None = None, v: Linear | None = None, kv: Linear | None = None,
+                 causal: bool = False, attn_dropout: Dropout | None = None):
+        if qkv is not None:
+            if any(p is not None for p in (q, k, v, kv)):
+                raise ValueError("MultiHeadAttention: give either qkv, or q with k and v, or q with kv")
+            if qkv.d_out % 3:
+                raise ValueError(f"MultiHeadAttention: qkv gives {qkv.d_out} features, not a multiple of 3")
+            d = qkv.d_out // 3
+        else:
+            if q is None or not ((k is not None and v is not None and kv is None) or (kv is not None and k is None and v is None)):
+                raise ValueError("MultiHeadAttention: give either qkv, or q with k and v, or q with kv")
+            d = q.d_out
+        if d % n_head:
+            raise ValueError(f"MultiHeadAttention: d_model={d} is not divisible by n_head={n_head}")
+        if out.d_in != d:
+            raise ValueError(f"MultiHeadAttention: the output projection takes {out.d_in} features, expected {d}")
+        self.n_head = int(n_head)
+        self.d_model = d
+        self.d_k = d // n_head
+        self.qkv, self.q, self.k, self.v, self.kv = qkv, q, k, v, kv
+        self.out = out
+        self.causal = bool(causal)
+        self.attn_dropout = attn_dropout
+        self._saved = None
+
+    # ------------------------------------------------------------------ projections
+    def _project(self, x, memory):
+        """Q, K, V as (B, T, d) arrays (views into the projection outputs)."""
+        d = self.d_model
+        if self.qkv is not None:
+            if memory is not None:
+                raise ValueError("MultiHeadAttention: a fused qkv projection is for self-attention; "
+                                 "cross-attention needs q with kv (or k, v)")
+            y = self.qkv(x)
+            return y[..., :d], y[..., d:2 * d], y[..., 2 * d:]
+        src = x if memory is None else memory
+        q = self.q(x)
+        if self.kv is not None:
+            y = self.kv(src)
+            return q, y[..., :d], y[..., d:]
+        return q, self.k(src), self.v(src)
+
+    def _project_backward(self, dq, dk, dv, cross: bool):
+        """Back through the projections: dx, and dmemory for cross-attention (else None)."""
+        if self.qkv is not None:
+            return self.qkv.backward(np.concatenate([dq, dk, dv], axis=-1)), None
+        dx = self.q.backward(dq)
+        if self.kv is not None:
+            dsrc = self.kv.backward(np.concatenate([dk, dv], axis=-1))
+        else:
+            dsrc = self.k.backward(dk)
+            dsrc += self.v.backward(dv)
+        if cross:
+            return dx, dsrc
+        dx += dsrc  # self-attention: x feeds Q, K and V
+        return dx, None
+
+    # ------------------------------------------------------------------ forward / backward
+    def forward(self, x, memory=None, mask=None, return_attention: bool = False):
+        """x (B, Tq, d); memory (B, Tk, d) for cross-attention; mask as ops.attention's
+        (key padding (B, Tk) bool/int with True = attend, bool 4-D, or additive float).
+        Returns y (B, Tq, d), or (y, P) with P (B, H, Tq, Tk) the attention probabilities
+        (before dropout) when return_attention."""
+        if x.ndim != 3 or x.shape[-1] != self.d_model:
+            raise ValueError(f"MultiHeadAttention: x must be (B, T, {self.d_model}), got shape {x.shape}")
+        if memory is not None and (memory.ndim != 3 or memory.shape[-1] != self.d_model or memory.shape[0] != x.shape[0]):
+            raise ValueError(f"MultiHeadAttention: memory must be ({x.shape[0]}, T_k, {self.d_model}), got shape {memory.shape}")
+        q, k, v = (split_heads(t, self.n_head) for t in self._project(x, memory))
+        explicit = return_attention or (self.training and self.attn_dropout is not None and self.attn_dropout.active)
+        probs = None
+        if not explicit:
+            if self.training:
+                o, saved = ops.attention(q, k, v, causal=self.causal, mask=mask, return_saved=True)
+                self._saved = ("fused", q, k, v, mask, saved, memory is not None)
+            else:
+                o = ops.attention(q, k, v, causal=self.causal, mask=mask)
+        else:
+            scale = q.dtype.type(1.0 / math.sqrt(self.d_k))
+            s = np.matmul(q, k.swapaxes(-1, -2))  # S = Q Kᵀ / √d_k + mask
+            s *= scale
+            add = additive_mask(mask, self.causal, q.shape[2], k.shape[2], s.dtype)
+            if add is not None:
+                s += add
+            probs = ops.softmax(s)
+            p_drop = probs if self.attn_dropout is None else self.attn_dropout(probs)
+            o = np.matmul(p_drop, v)
+            if self.training:
+                self._saved = ("explicit", q, k, v, s, probs, p_drop, scale, memory is not None)
+        if not self.training:
+            self._saved = None
+        y = self.out(merge_heads(o))
+        return (y, probs) if return_attention else y
+
+    def backward(self, dy):
+        """Returns dx, or (dx, dmemory) when forward was given a memory (cross-attention)."""
+        saved = self._need(self._saved)
+        self._saved = None
+        do = split_heads(self.out.backward(dy), self.n_head)
+        if saved[0] == "fused":
+            _, q, k, v, mask, att_saved, cross = saved
+            dq, dk, dv = ops.attention_backward(do, q, k, v, att_saved, causal=self.causal, mask=mask)
+        else:
+            _, q, k, v, s, probs, p_drop, scale, cross = saved
+            dv = np.matmul(p_drop.swapaxes(-1, -2), do)  # dV = P̃ᵀ dO
+            dp = np.matmul(do, v.swapaxes(-1, -2))       # dP̃ = dO Vᵀ
+            if self.attn_dropout is not None:
+                dp = self.attn_dropout.backward(dp)
+            ds = ops.softmax_backward(dp, s, probs)      # dS = P ⊙ (dP − Σ_j dP_j P_j)
+            ds *= scale
+            dq = np.matmul(ds, k)                        # dQ = dS K / √d_k
+            dk = np.matmul(ds.swapaxes(-1, -2), q)       # dK = dSᵀ Q / √d_k
+        dx, dmem = self._project_backward(merge_heads(dq), merge_heads(dk), merge_heads(dv), cross)
+        return (dx, dmem) if cross else dx
