@@ -16,4 +16,5 @@ from ._backend import (  # noqa: F401
     supported_isas,
     use_backend,
 )
-from . import ops  # noqa: F401,E402
+from . import io, models, nn, ops, plot, training  # noqa: F401,E402
+from .gradcheck import gradcheck  # noqa: F401,E402

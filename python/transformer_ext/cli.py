@@ -1,7 +1,7 @@
 """Command-line interface: ``transformer-ext <command>`` or ``python -m transformer_ext <command>``.
 
-Each command is an entry (help, description, add_arguments, run) in COMMANDS; future
-commands (demo, train, generate, tokenize) get registered there once they exist.
+Each command is a tuple (help, description, add_arguments, run): `bench` and `info` are
+defined here, `demo`, `train` and `tokenize` in their own modules (see `_commands`).
 """
 from __future__ import annotations
 
@@ -90,8 +90,15 @@ Environment: TX_NUM_THREADS, TX_ISA (scalar/avx2/avx512) pick the C++ threads an
 kernel variant. OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE can slow NumPy down.
 """
 
-# name -> (help, long description, add_arguments, run). Register demo, train, generate,
-# tokenize here when they are implemented.
+# name -> (help, long description, add_arguments, run); each command module exports its tuple.
+def _commands() -> dict:
+    from .demo import DEMO_COMMAND
+    from .tokenizers.cli import TOKENIZE_COMMAND
+    from .train_cli import TRAIN_COMMAND
+
+    return {"demo": DEMO_COMMAND, "train": TRAIN_COMMAND, "tokenize": TOKENIZE_COMMAND, **COMMANDS}
+
+
 COMMANDS = {
     "bench": ("benchmark every op on both backends against the roofline", _BENCH_HELP, _bench_args, _bench_run),
     "info": ("print tx.cpu_info() (ISA, CPU features, threads, backend) as JSON",
@@ -109,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name, (short, long, add_args, run) in COMMANDS.items():
+    for name, (short, long, add_args, run) in _commands().items():
         p = sub.add_parser(name, help=short, description=long, formatter_class=argparse.RawDescriptionHelpFormatter)
         add_args(p)
         p.set_defaults(_run=run)
