@@ -1,0 +1,142 @@
+"""Training-step throughput: a GPT-2-small-shaped model (12 layers, d=768, 12 heads,
+vocab 50257) at B=4, T=128, fp32 — forward, cross-entropy, backward, AdamW — for this
+project's C++ backend, its NumPy backend and PyTorch autograd (if installed), each in its
+own process (so two OpenMP runtimes never share the cores, and peak memory is per phase).
+
+    python benchmarks/bench_training.py [--threads 1,2] [--steps 5] [--no-numpy] [--no-torch]
+
+Prints tokens/s (median step after one warm-up step), peak RSS, and ratios against
+PyTorch in the same run. A benchmark, not a test.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+SHAPE = dict(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12)
+
+
+def _phase_tx(backend: str, threads: int, steps: int, B: int, T: int) -> dict:
+    import numpy as np
+
+    import transformer_ext as tx
+    from transformer_ext.models import GPT, GPTConfig
+    from transformer_ext.training import AdamW
+
+    tx.set_num_threads(threads)
+    tx.set_backend(backend)
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(threads)  # NumPy's BLAS, for the numpy backend
+    except ImportError:
+        pass
+    # Dropout 0: the kernels' fused attention has no dropout yet (see issue notes).
+    model = GPT(GPTConfig(**SHAPE, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, seed=0))
+    model.train()
+    opt = AdamW(model, lr=1e-4)
+    rng = np.random.default_rng(0)
+    times = []
+    for i in range(steps + 1):
+        ids = rng.integers(0, SHAPE["vocab_size"], (B, T + 1))
+        t0 = time.perf_counter()
+        model.zero_grad()
+        loss, dlogits = tx.ops.cross_entropy(model(ids[:, :-1]), ids[:, 1:])
+        model.backward(dlogits)
+        opt.step()
+        if i:  # the first step warms up allocations and caches
+            times.append(time.perf_counter() - t0)
+    return {"step_s": statistics.median(times), "isa": tx.get_isa(), "loss": float(loss)}
+
+
+def _phase_torch(threads: int, steps: int, B: int, T: int) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    try:
+        from transformers import GPT2Config, GPT2LMHeadModel
+        cfg = GPT2Config(**SHAPE, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+        model = GPT2LMHeadModel(cfg)
+        forward = lambda x: model(x).logits  # noqa: E731
+        impl = "transformers GPT2LMHeadModel (eager)"
+    except ImportError:
+        return {"error": "transformers not installed"}
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model.train()
+    times = []
+    for i in range(steps + 1):
+        ids = torch.randint(0, SHAPE["vocab_size"], (B, T + 1))
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        logits = forward(ids[:, :-1])
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
+        loss.backward()
+        opt.step()
+        if i:
+            times.append(time.perf_counter() - t0)
+    return {"step_s": statistics.median(times), "impl": impl, "torch": torch.__version__, "loss": float(loss)}
+
+
+def _child(args) -> None:
+    if args.phase == "torch":
+        out = _phase_torch(args.one_thread_count, args.steps, args.batch, args.seq)
+    else:
+        out = _phase_tx(args.phase, args.one_thread_count, args.steps, args.batch, args.seq)
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(out))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
+    ap.add_argument("--steps", type=int, default=5, help="timed steps per phase (median reported)")
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--no-numpy", action="store_true", help="skip the (slow) NumPy backend")
+    ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--phase", help=argparse.SUPPRESS)
+    ap.add_argument("--one-thread-count", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.phase:
+        return _child(args)
+
+    phases = ["cpp"] + ([] if args.no_numpy else ["numpy"]) + ([] if args.no_torch else ["torch"])
+    print(f"command: {' '.join([os.path.basename(sys.executable)] + sys.argv)}")
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
+          f"model: GPT-2 small shape {SHAPE}, B={args.batch}, T={args.seq}, fp32, median of {args.steps} steps")
+    rows = []
+    for threads in [int(t) for t in args.threads.split(",")]:
+        results = {}
+        for phase in phases:
+            cmd = [sys.executable, __file__, "--phase", phase, "--one-thread-count", str(threads),
+                   "--steps", str(args.steps), "--batch", str(args.batch), "--seq", str(args.seq)]
+            env = dict(os.environ, OMP_WAIT_POLICY="passive")
+            r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            try:
+                results[phase] = json.loads(r.stdout.strip().splitlines()[-1])
+            except (IndexError, json.JSONDecodeError):
+                results[phase] = {"error": (r.stderr.strip().splitlines() or ["failed"])[-1]}
+        torch_s = results.get("torch", {}).get("step_s")
+        for phase, res in results.items():
+            if "error" in res:
+                rows.append((threads, phase, "error: " + res["error"], "", "", ""))
+                continue
+            tok_s = args.batch * args.seq / res["step_s"]
+            ratio = f"{torch_s / res['step_s']:.2f}x" if torch_s else "-"
+            rows.append((threads, phase + (f" ({res['isa']})" if "isa" in res else ""),
+                         f"{res['step_s'] * 1e3:.0f}", f"{tok_s:.1f}", ratio, f"{res['peak_rss_mb']:.0f}"))
+    header = ("threads", "implementation", "ms/step", "tokens/s", "vs torch", "peak RSS MB")
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    for r in [header] + rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
+
+
+if __name__ == "__main__":
+    main()
