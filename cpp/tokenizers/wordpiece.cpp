@@ -7,21 +7,11 @@
 #include <thread>
 
 #include "unicode_tables.h"
+#include "utf8.h"
 
 namespace tx { namespace tok {
 
 namespace {
-
-bool in_ranges(uint32_t cp, const uint32_t (*r)[2], int n) {
-  int lo = 0, hi = n - 1;
-  while (lo <= hi) {
-    int mid = (lo + hi) >> 1;
-    if (cp < r[mid][0]) hi = mid - 1;
-    else if (cp > r[mid][1]) lo = mid + 1;
-    else return true;
-  }
-  return false;
-}
 
 // cp -> (pool offset, length) in a generated map, or nullptr.
 const uint32_t* find_map(uint32_t cp, const uint32_t (*m)[3], int n) {
@@ -66,21 +56,8 @@ inline bool is_cjk(uint32_t cp) {
 }
 
 inline uint32_t decode_utf8(const unsigned char* s, size_t n, size_t i, int& len) {
-  unsigned c = s[i];
-  if (c < 0x80) { len = 1; return c; }
-  int need;
-  uint32_t cp;
-  if ((c & 0xE0) == 0xC0) { need = 1; cp = c & 0x1F; }
-  else if ((c & 0xF0) == 0xE0) { need = 2; cp = c & 0x0F; }
-  else if ((c & 0xF8) == 0xF0) { need = 3; cp = c & 0x07; }
-  else { len = 1; return 0xFFFD; }
-  for (int k = 1; k <= need; ++k) {
-    if (i + k >= n || (s[i + k] & 0xC0) != 0x80) { len = 1; return 0xFFFD; }
-    cp = (cp << 6) | (s[i + k] & 0x3F);
-  }
-  len = need + 1;
-  if (cp >= 0xD800 && cp < 0xE000) return 0xFFFD;  // surrogates (category Cs) are dropped anyway
-  return cp;
+  uint32_t cp = tok::decode_utf8(s, n, i, len, 0xFFFD);
+  return (cp >= 0xD800 && cp < 0xE000) ? 0xFFFD : cp;  // surrogates (category Cs) are dropped anyway
 }
 
 inline void append_utf8(std::string& s, uint32_t cp) {
