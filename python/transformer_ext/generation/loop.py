@@ -1,7 +1,8 @@
-"""The decoding loops. Each step asks a *step function* for the next-token logits of every
-row; today the step re-runs the model on the whole (windowed) prefix. The inference issue's
-KV cache slots in by replacing `_gpt_step` / `_decoder_step` with versions that feed only the
-new token and carry the cache in `state` — the loops themselves do not change.
+"""The no-cache decoding loops (the readable reference): each step asks a *step function* for
+the next-token logits of every row by re-running the model on the whole (windowed) prefix.
+`GPT.generate` / `Seq2Seq.generate` use the KV-cache path instead (kv_cache.py, decoding.py);
+tests/test_generate.py checks both give the same tokens. Unlike the cached path, `generate`
+here slides a window once the sequence outgrows the context.
 """
 from __future__ import annotations
 

@@ -251,6 +251,20 @@ class Bert(Model):
         self.token_type_embeddings.backward(dx)
         self.word_embeddings.backward(self.position_embeddings.backward(dx))
 
+    # ------------------------------------------------------------------ inference (io/hf.py)
+    @classmethod
+    def from_pretrained(cls, local_dir, dtype=np.float32) -> "Bert":
+        """Load a Hugging Face BERT folder (config.json + model.safetensors / pytorch_model.bin):
+        BertForMaskedLM (with the MLM head) or BertModel (the pooler is ignored)."""
+        from ..io.hf import load_bert
+        return load_bert(local_dir, dtype=dtype)
+
+    def encode(self, texts, tokenizer, batch_size: int = 32) -> np.ndarray:
+        """Mean-pooled (padding excluded), L2-normalised sentence embeddings (N, hidden_size);
+        `tokenizer.encode_batch(texts, padding="longest")` gives ids / attention_mask."""
+        from ..io.hf import mean_pooled_embeddings
+        return mean_pooled_embeddings(self, texts, tokenizer, batch_size)
+
 
 def mlm_mask_tokens(ids, vocab_size: int, mask_token_id: int, rng=None, mlm_probability: float = 0.15,
                     special_token_ids=(), attention_mask=None, ignore_index: int = -100):

@@ -170,3 +170,27 @@ class GPT(Model):
         for block in reversed(self.h):
             dx = block.backward(dx)
         self.wte.backward(self.wpe.backward(self.drop.backward(dx)))
+
+    # ------------------------------------------------------------------ inference (generation/, io/hf.py)
+    def generate(self, ids, max_new_tokens, **kwargs):
+        """Hugging Face-style generation with a KV cache (see transformer_ext.generation.decoding):
+        attention_mask, do_sample, temperature, top_k, top_p, repetition_penalty, num_beams,
+        length_penalty, early_stopping, eos_token_id, pad_token_id, stop_strings, tokenizer, seed.
+        Returns int64 prompt + new tokens."""
+        from ..generation.decoding import generate
+        for k, v in getattr(self, "generation_defaults", {}).items():  # from_pretrained: HF's defaults
+            kwargs.setdefault(k, v)
+        return generate(self, ids, max_new_tokens, **kwargs)
+
+    def generate_stream(self, ids, max_new_tokens, **kwargs):
+        """Iterator of new token ids (batch 1; greedy or sampling)."""
+        from ..generation.decoding import generate_stream
+        if "eos_token_id" in getattr(self, "generation_defaults", {}):
+            kwargs.setdefault("eos_token_id", self.generation_defaults["eos_token_id"])
+        return generate_stream(self, ids, max_new_tokens, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, local_dir, dtype=np.float32) -> "GPT":
+        """Load a Hugging Face GPT-2 folder (config.json + model.safetensors / pytorch_model.bin)."""
+        from ..io.hf import load_gpt
+        return load_gpt(local_dir, dtype=dtype)

@@ -302,7 +302,21 @@ class Seq2Seq(Model):
         self._embed_backward(self.src_embed, self.src_drop, dx)
 
     # ------------------------------------------------------------------ generation
-    def generate(self, src_ids, max_len: int | None = None, **kwargs):
-        """Greedy (or sampled, see `transformer_ext.generation.translate`) decoding from BOS."""
-        from ..generation import translate
-        return translate(self, src_ids, max_len=max_len, **kwargs)
+    def generate(self, src_ids, max_new_tokens: int | None = None, max_len: int | None = None, **kwargs):
+        """Hugging Face-style generation with a KV cache (see transformer_ext.generation.decoding),
+        returning the decoder ids from BOS. EOS / pad default to the config's eos_id / pad_id;
+        max_new_tokens defaults to max_len - 1 (`max_len` is accepted as its older name)."""
+        from ..generation.decoding import generate
+        if max_new_tokens is None:
+            max_new_tokens = max_len if max_len is not None else self.config.max_len - 1
+        kwargs.setdefault("eos_token_id", self.config.eos_id)
+        kwargs.setdefault("pad_token_id", self.config.pad_id)
+        return generate(self, src_ids, max_new_tokens, **kwargs)
+
+    def generate_stream(self, src_ids, max_new_tokens: int | None = None, **kwargs):
+        """Iterator of new decoder token ids (batch 1)."""
+        from ..generation.decoding import generate_stream
+        if max_new_tokens is None:
+            max_new_tokens = self.config.max_len - 1
+        kwargs.setdefault("eos_token_id", self.config.eos_id)
+        return generate_stream(self, src_ids, max_new_tokens, **kwargs)

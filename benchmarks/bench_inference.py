@@ -1,0 +1,159 @@
+"""Inference throughput for a GPT-2-small-shaped model (12 layers, d=768, 12 heads, vocab 50257,
+random weights): pre-fill tokens/s for 128- and 512-token prompts, and decode tokens/s (batch 1,
+KV cache, 128 new tokens after a 16-token prompt), for this project (C++ backend, fp32), its NumPy
+backend, and PyTorch eager (`torch.inference_mode`, transformers' GPT2LMHeadModel) where
+installed — each in its own process, with 1 and 2 threads — plus the memory-bandwidth bound for
+decoding: fp32 weight bytes read per token / read bandwidth (transformer_ext.bench's probe).
+
+    python benchmarks/bench_inference.py [--threads 1,2] [--new 128] [--no-numpy] [--no-torch]
+
+A benchmark, not a test.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+SHAPE = dict(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12)
+PROMPTS = (128, 512)
+DECODE_PROMPT = 16
+
+
+def _phase_tx(backend: str, threads: int, new: int) -> dict:
+    import numpy as np
+
+    import transformer_ext as tx
+    from transformer_ext.generation.kv_cache import GPTCache
+    from transformer_ext.models import GPT, GPTConfig
+    tx.set_num_threads(threads)
+    m = GPT(GPTConfig(**SHAPE, seed=0))
+    m.eval()
+    rng = np.random.default_rng(0)
+    out = {"weight_bytes": int(sum(v.nbytes for v in m.parameters().values()))}
+    with tx.use_backend(backend):
+        for T in PROMPTS:
+            ids = rng.integers(0, SHAPE["vocab_size"], (1, T))
+            GPTCache(m, 1, T).prefill(ids)  # warm-up
+            best = float("inf")
+            for _ in range(2):
+                c = GPTCache(m, 1, T)
+                t0 = time.perf_counter()
+                c.prefill(ids)
+                best = min(best, time.perf_counter() - t0)
+            out[f"prefill_{T}"] = T / best
+        ids = rng.integers(0, SHAPE["vocab_size"], (1, DECODE_PROMPT))
+        c = GPTCache(m, 1, DECODE_PROMPT + new)
+        logits = c.prefill(ids)
+        tok = np.argmax(logits, -1)
+        c2 = GPTCache(m, 1, DECODE_PROMPT + 2)  # warm-up step
+        c2.prefill(ids)
+        c2.step(tok)
+        t0 = time.perf_counter()
+        for _ in range(new):
+            tok = np.argmax(c.step(tok), -1)
+        out["decode"] = new / (time.perf_counter() - t0)
+    return out
+
+
+def _phase_torch(threads: int, new: int) -> dict:
+    import torch
+    import transformers as tr
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    cfg = tr.GPT2Config(**SHAPE)
+    m = tr.GPT2LMHeadModel(cfg).eval()
+    out = {}
+    with torch.inference_mode():
+        for T in PROMPTS:
+            ids = torch.randint(0, SHAPE["vocab_size"], (1, T))
+            m(ids)
+            best = float("inf")
+            for _ in range(2):
+                t0 = time.perf_counter()
+                m(ids, use_cache=True)
+                best = min(best, time.perf_counter() - t0)
+            out[f"prefill_{T}"] = T / best
+        ids = torch.randint(0, SHAPE["vocab_size"], (1, DECODE_PROMPT))
+        r = m(ids, use_cache=True)
+        past, tok = r.past_key_values, r.logits[:, -1:].argmax(-1)
+        r = m(tok, past_key_values=past, use_cache=True)  # warm-up step
+        past, tok = r.past_key_values, r.logits[:, -1:].argmax(-1)
+        t0 = time.perf_counter()
+        for _ in range(new):
+            r = m(tok, past_key_values=past, use_cache=True)
+            past, tok = r.past_key_values, r.logits[:, -1:].argmax(-1)
+        out["decode"] = new / (time.perf_counter() - t0)
+    return out
+
+
+def _phase_peak(threads: int) -> dict:
+    from transformer_ext.bench import measure_peaks
+    return measure_peaks([threads], quick=True)[threads]
+
+
+def _run(kind: str, threads: int, new: int) -> dict | None:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
+               MKL_NUM_THREADS=str(threads))
+    code = f"import json, sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); " \
+           f"import bench_inference as b; print(json.dumps(b._dispatch({kind!r}, {threads}, {new})))"
+    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    if p.returncode != 0:
+        print(f"  [{kind}, {threads} thread(s)] failed: {p.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+        return None
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def _dispatch(kind: str, threads: int, new: int) -> dict:
+    if kind == "cpp":
+        return _phase_tx("cpp", threads, new)
+    if kind == "numpy":
+        return _phase_tx("numpy", threads, new)
+    if kind == "torch":
+        return _phase_torch(threads, new)
+    return _phase_peak(threads)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--new", type=int, default=128)
+    ap.add_argument("--no-numpy", action="store_true")
+    ap.add_argument("--no-torch", action="store_true")
+    a = ap.parse_args(argv)
+    kinds = ["cpp"] + ([] if a.no_numpy else ["numpy"])
+    if not a.no_torch:
+        try:
+            import torch  # noqa: F401
+            import transformers  # noqa: F401
+            kinds.append("torch")
+        except ImportError:
+            print("(PyTorch eager skipped: torch + transformers not installed)")
+    print(f"GPT-2-small shape {SHAPE}, fp32, batch 1; decode: {a.new} new tokens after {DECODE_PROMPT}")
+    print(f"{'backend':<10} {'thr':>3} {'prefill128 tok/s':>17} {'prefill512 tok/s':>17} {'decode tok/s':>13} {'% of bound':>10}")
+    for n in [int(t) for t in a.threads.split(",")]:
+        peak = _run("peak", n, a.new)
+        weight_bytes = None
+        rows = {}
+        for k in kinds:
+            rows[k] = _run(k, n, a.new)
+            if rows[k] and "weight_bytes" in rows[k]:
+                weight_bytes = rows[k]["weight_bytes"]
+        bound = None
+        if peak and peak.get("read_gbs") and weight_bytes:
+            bound = peak["read_gbs"] * 1e9 / weight_bytes
+        for k, r in rows.items():
+            if r is None:
+                continue
+            pct = f"{100 * r['decode'] / bound:.0f}%" if bound else "-"
+            print(f"{k:<10} {n:>3} {r['prefill_128']:>17.1f} {r['prefill_512']:>17.1f} {r['decode']:>13.1f} {pct:>10}")
+        if bound:
+            print(f"{'bound':<10} {n:>3} {'':>17} {'':>17} {bound:>13.1f}   "
+                  f"({weight_bytes / 1e6:.0f} MB fp32 weights / {peak['read_gbs']:.1f} GB/s read)")
+
+
+if __name__ == "__main__":
+    main()
