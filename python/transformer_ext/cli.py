@@ -1,7 +1,7 @@
 """Command-line interface: ``transformer-ext <command>`` or ``python -m transformer_ext <command>``.
 
 Each command is a tuple (help, description, add_arguments, run): `bench` and `info` are
-defined here, `demo`, `train` and `tokenize` in their own modules (see `_commands`).
+defined here, `demo`, `train`, `generate` and `tokenize` in their own modules (see `_commands`).
 """
 from __future__ import annotations
 
@@ -93,10 +93,12 @@ kernel variant. OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE can slow NumPy down.
 # name -> (help, long description, add_arguments, run); each command module exports its tuple.
 def _commands() -> dict:
     from .demo import DEMO_COMMAND
+    from .generate_cli import GENERATE_COMMAND
     from .tokenizers.cli import TOKENIZE_COMMAND
     from .train_cli import TRAIN_COMMAND
 
-    return {"demo": DEMO_COMMAND, "train": TRAIN_COMMAND, "tokenize": TOKENIZE_COMMAND, **COMMANDS}
+    return {"demo": DEMO_COMMAND, "train": TRAIN_COMMAND, "tokenize": TOKENIZE_COMMAND,
+            "generate": GENERATE_COMMAND, **COMMANDS}
 
 
 COMMANDS = {
