@@ -383,7 +383,7 @@ def test_bad_inputs():
         with pytest.raises(ValueError, match=r"ids must have shape \(B, T\) or \(T,\)"):
             m(np.zeros((1, 2, 3), int))
         logits = m(np.zeros((2, 4), int))
-        with pytest.raises(ValueError, match=r"dlogits has shape \(2, 3, 50\), the logits had shape \(2, 4, 50\)"):
+        with pytest.raises(ValueError, match=r"dlogits has shape \(2, 3, 50\), the forward gave \(2, 4, 50\)"):
             m.backward(np.zeros((2, 3, 50)))
     with pytest.raises(ValueError, match="n_embd=10 is not divisible by n_head=4"):
         GPTConfig(n_embd=10, n_head=4)

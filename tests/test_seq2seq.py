@@ -420,7 +420,7 @@ def test_bad_inputs():
         with pytest.raises(ValueError, match=r"src_mask has shape \(2, 3\), memory has \(2, 7\)"):
             m.decode(m.encode(src), np.ones((2, 3), bool), tgt_in)
         logits = m(src, tgt_in)
-        with pytest.raises(ValueError, match=r"dlogits has shape \(2, 5, 24\), the logits had shape \(2, 6, 24\)"):
+        with pytest.raises(ValueError, match=r"dlogits has shape \(2, 5, 24\), the forward gave \(2, 6, 24\)"):
             m.backward(np.zeros((2, 5, TV)))
         assert logits.shape == (2, 6, TV)
     with pytest.raises(ValueError, match="d_model=10 is not divisible by n_head=4"):

@@ -214,24 +214,10 @@ class Bert(Model):
         out = BertOutput(x, logits, attentions if return_attention else None)
         return (out, attentions) if return_attention else out
 
-    def _check_grad(self, name, g, shape, squeeze):
-        g = np.asarray(g)
-        if squeeze:
-            g = g[None]
-        if g.shape != shape:
-            got = g.shape[1:] if squeeze else g.shape
-            raise ValueError(f"Bert.backward: {name} has shape {got}, the forward gave {shape[1:] if squeeze else shape}")
-        if g.dtype != self.dtype:
-            raise TypeError(f"Bert.backward: {name} has dtype {g.dtype}, the model computes in {self.dtype}")
-        return g
-
     def backward(self, dlogits=None, dhidden=None) -> None:
         """Accumulate every parameter's gradient for the last forward, given dL/dlogits (MLM head)
         and/or dL/dlast_hidden_state."""
-        if self._pending is None:
-            raise RuntimeError("Bert.backward: no forward to differentiate; call the model in train mode "
-                               "(model.train()) first — eval mode keeps no activations")
-        hshape, lshape, squeeze = self._pending
+        hshape, lshape, squeeze = self._pending_record()
         if dlogits is None and dhidden is None:
             raise ValueError("Bert.backward: give dlogits and/or dhidden")
         if dlogits is not None and lshape is None:

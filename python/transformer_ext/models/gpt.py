@@ -152,19 +152,8 @@ class GPT(Model):
 
     def backward(self, dlogits) -> None:
         """Accumulate every parameter's gradient for the last forward, given dL/dlogits."""
-        if self._pending is None:
-            raise RuntimeError("GPT.backward: no forward to differentiate; call the model in train mode "
-                               "(model.train()) first — eval mode keeps no activations")
-        shape, squeeze = self._pending
-        dlogits = np.asarray(dlogits)
-        if squeeze:
-            dlogits = dlogits[None]
-        if dlogits.shape != shape:
-            want = shape[1:] if squeeze else shape
-            raise ValueError(f"GPT.backward: dlogits has shape {dlogits.shape[1:] if squeeze else dlogits.shape}, "
-                             f"the logits had shape {want}")
-        if dlogits.dtype != self.dtype:
-            raise TypeError(f"GPT.backward: dlogits has dtype {dlogits.dtype}, the model computes in {self.dtype}")
+        shape, squeeze = self._pending_record()
+        dlogits = self._check_grad("dlogits", dlogits, shape, squeeze)
         self._pending = None
         dx = self.ln_f.backward(self.lm_head.backward(dlogits))
         for block in reversed(self.h):

@@ -209,6 +209,29 @@ class Model(Module):
     def dtype(self) -> np.dtype:
         return self.store.dtype
 
+    # ------------------------------------------------------------------ backward bookkeeping
+    def _pending_record(self):
+        """What the last train-mode forward left for `backward` (its output shapes)."""
+        if getattr(self, "_pending", None) is None:
+            raise RuntimeError(f"{type(self).__name__}.backward: no forward to differentiate; call the model in "
+                               "train mode (model.train()) first — eval mode keeps no activations")
+        return self._pending
+
+    def _check_grad(self, name: str, g, shape: tuple, squeeze: bool) -> np.ndarray:
+        """An upstream gradient `g` as an array of the forward output's shape and the model's dtype
+        (`squeeze`: the forward took one unbatched sequence and dropped the batch axis)."""
+        g = np.asarray(g)
+        if squeeze:
+            g = g[None]
+        if g.shape != shape:
+            got = g.shape[1:] if squeeze else g.shape
+            raise ValueError(f"{type(self).__name__}.backward: {name} has shape {got}, the forward gave "
+                             f"{shape[1:] if squeeze else shape}")
+        if g.dtype != self.dtype:
+            raise TypeError(f"{type(self).__name__}.backward: {name} has dtype {g.dtype}, the model computes in "
+                            f"{self.dtype}")
+        return g
+
     def parameters(self) -> dict[str, np.ndarray]:
         """name → value view into one flat buffer (`self.store.flat`)."""
         return self.store.parameters()

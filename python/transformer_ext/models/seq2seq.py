@@ -276,19 +276,8 @@ class Seq2Seq(Model):
 
     def backward(self, dlogits) -> None:
         """Accumulate every parameter's gradient for the last forward, given dL/dlogits."""
-        if self._pending is None:
-            raise RuntimeError("Seq2Seq.backward: no forward to differentiate; call the model in train mode "
-                               "(model.train()) first — eval mode keeps no activations")
-        shape, squeeze = self._pending
-        dlogits = np.asarray(dlogits)
-        if squeeze:
-            dlogits = dlogits[None]
-        if dlogits.shape != shape:
-            want = shape[1:] if squeeze else shape
-            raise ValueError(f"Seq2Seq.backward: dlogits has shape {dlogits.shape[1:] if squeeze else dlogits.shape}, "
-                             f"the logits had shape {want}")
-        if dlogits.dtype != self.dtype:
-            raise TypeError(f"Seq2Seq.backward: dlogits has dtype {dlogits.dtype}, the model computes in {self.dtype}")
+        shape, squeeze = self._pending_record()
+        dlogits = self._check_grad("dlogits", dlogits, shape, squeeze)
         self._pending = None
         dy = self.decoder_norm.backward(self.generator.backward(dlogits))
         dmemory = None
