@@ -673,6 +673,374 @@ static void gemm_init_only(const Problem& P) {
   }
 }
 
+
+// ---------------------------------------------------------------------------------
+// Pre-packed weights (pack once at model load, reuse every call). ONE layout, the same
+// for every ISA variant (a PackedWeight survives tx.set_isa and pickling): op(B) in
+// panels of PW = 32 columns, panel p = columns [32p, 32p+32) stored k-major:
+//   fp32: Wp[p·K·32 + k·32 + j]                        (= a micro-kernel B sliver)
+//   bf16: Wp[p·K2·64 + r·64 + 2j + h] = bf16(op(B)[2r+h, 32p+j]), K2 = ceil(K/2)
+// Padding (columns past N, the odd row past K) is zero. The GEMM micro-kernel reads a
+// panel directly (no B packing; NR = 16/8 variants read 32/NR sub-slivers of it with
+// row stride 32), and the skinny path streams each panel contiguously, so a GEMV reads
+// every weight exactly once. bf16 pairs (k even, k odd) in one 32-bit word widen to two
+// fp32 vectors with one shift and one AND.
+//
+// Numerics: every C element is the same sequential FMA chain over k as in gemm()
+// (init = (accumulate ? C : 0) + bias, c = fma(A[i,k], W[k,j], c)); with bf16 W is the
+// bf16-rounded weight, widened exactly. Threads split panels (or a panel × row-block
+// grid), never K, so results do not depend on the thread count; fp32 packed results
+// equal gemm(trans_b = false) on the same weights bit for bit.
+// ---------------------------------------------------------------------------------
+constexpr int PW = 32;
+static_assert(PW % NR == 0, "a panel is whole micro-kernel slivers");
+constexpr int64_t SKINNY_M_PACKED = 16;
+
+#if defined(__AVX512F__)
+TX_INLINE V vbf_even(const uint32_t* p) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_loadu_si512((const void*)p), 16));
+}
+TX_INLINE V vbf_odd(const uint32_t* p) {
+  return _mm512_castsi512_ps(
+      _mm512_and_si512(_mm512_loadu_si512((const void*)p), _mm512_set1_epi32((int)0xFFFF0000u)));
+}
+#elif defined(__AVX2__)
+TX_INLINE V vbf_even(const uint32_t* p) {
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_loadu_si256((const __m256i*)p), 16));
+}
+TX_INLINE V vbf_odd(const uint32_t* p) {
+  return _mm256_castsi256_ps(
+      _mm256_and_si256(_mm256_loadu_si256((const __m256i*)p), _mm256_set1_epi32((int)0xFFFF0000u)));
+}
+#else
+TX_INLINE V vbf_even(const uint32_t* p) {
+  float f[VL];
+  for (int l = 0; l < VL; ++l) {
+    const uint32_t u = p[l] << 16;
+    memcpy(&f[l], &u, 4);
+  }
+  return vload(f);
+}
+TX_INLINE V vbf_odd(const uint32_t* p) {
+  float f[VL];
+  for (int l = 0; l < VL; ++l) {
+    const uint32_t u = p[l] & 0xFFFF0000u;
+    memcpy(&f[l], &u, 4);
+  }
+  return vload(f);
+}
+#endif
+
+// fp32 -> bf16, round to nearest even (ties to even on the 16 dropped bits); NaN stays a
+// (quiet) NaN; finite values above the largest bf16 round to ±inf as RNE says.
+TX_INLINE uint16_t f32_to_bf16(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (uint16_t)((u >> 16) | 0x0040u);
+  u += 0x7FFFu + ((u >> 16) & 1u);
+  return (uint16_t)(u >> 16);
+}
+
+// C[0:mr, 0:nr] (+)= Σ_k A[i, k]·W[k, 0:NR] over kc steps. Row i of A is ar[i][k·AKS]
+// (AKS = MR: a packed A sliver; AKS = 1: rows of the caller's A). W: fp32 sliver with
+// row stride PW, or bf16 pair rows (uint32) with row stride PW.
+template <int R, bool BF, int AKS>
+static void pk_tile(int64_t kc, const float* const* ar, const void* W, float* __restrict C, int64_t ldc,
+                    int mr, int nr, bool load_c, const float* __restrict bias) {
+  V c[R][NV];
+  tile_init<R, NV>(c, C, ldc, mr, nr, load_c, bias);
+  const float* a[R];
+  TX_UNROLL for (int i = 0; i < R; ++i) a[i] = ar[i];
+  const float* a0 = ar[0];  // a packed A sliver (AKS = MR): one base pointer, not R (GPR pressure)
+  if (!BF) {
+    const float* __restrict w = static_cast<const float*>(W);
+    for (int64_t k = 0; k < kc; ++k) {
+      V bv[NV];
+      TX_UNROLL for (int v = 0; v < NV; ++v) bv[v] = vload(w + k * PW + v * VL);
+      TX_UNROLL for (int i = 0; i < R; ++i) {
+        const V av = vset1(AKS == 1 ? a[i][k] : a0[k * AKS + i]);
+        TX_UNROLL for (int v = 0; v < NV; ++v) c[i][v] = vfma(av, bv[v], c[i][v]);
+      }
+    }
+  } else {
+    const uint32_t* __restrict w = static_cast<const uint32_t*>(W);
+    const int64_t k2n = kc / 2;
+    for (int64_t r = 0; r < k2n; ++r) {
+      const uint32_t* wr = w + r * PW;
+      const int64_t k = 2 * r;
+      {  // k even: low halves (B reloaded from L1 for the odd half: registers are full)
+        V bv[NV];
+        TX_UNROLL for (int v = 0; v < NV; ++v) bv[v] = vbf_even(wr + v * VL);
+        TX_UNROLL for (int i = 0; i < R; ++i) {
+          const V av = vset1(AKS == 1 ? a[i][k] : a0[k * AKS + i]);
+          TX_UNROLL for (int v = 0; v < NV; ++v) c[i][v] = vfma(av, bv[v], c[i][v]);
+        }
+      }
+      {  // k odd: high halves
+        V bv[NV];
+        TX_UNROLL for (int v = 0; v < NV; ++v) bv[v] = vbf_odd(wr + v * VL);
+        TX_UNROLL for (int i = 0; i < R; ++i) {
+          const V av = vset1(AKS == 1 ? a[i][k + 1] : a0[(k + 1) * AKS + i]);
+          TX_UNROLL for (int v = 0; v < NV; ++v) c[i][v] = vfma(av, bv[v], c[i][v]);
+        }
+      }
+    }
+    if (kc & 1) {  // odd block length (only the last K block): its even row alone
+      const uint32_t* wr = w + k2n * PW;
+      const int64_t k = 2 * k2n;
+      V bv[NV];
+      TX_UNROLL for (int v = 0; v < NV; ++v) bv[v] = vbf_even(wr + v * VL);
+      TX_UNROLL for (int i = 0; i < R; ++i) {
+        const V av = vset1(AKS == 1 ? a[i][k] : a0[k * AKS + i]);
+        TX_UNROLL for (int v = 0; v < NV; ++v) c[i][v] = vfma(av, bv[v], c[i][v]);
+      }
+    }
+  }
+  tile_store<R, NV>(c, C, ldc, mr, nr);
+}
+
+// NP slivers (of adjacent panels) at once for a few rows: NP× the independent FMA
+// chains and NP concurrent weight streams (one stream per core leaves memory bandwidth
+// unused: DRAM needs many misses in flight). Each element's chain is the same as in
+// pk_tile.
+template <int R, bool BF, int NP>
+static void pk_tile_np(int64_t kc, const float* const* ar, const void* const* W, float* const* C, int64_t ldc,
+                       int mr, const int* nr, bool load_c, const float* const* bias) {
+  V c[NP][R][NV];
+  TX_UNROLL for (int q = 0; q < NP; ++q) tile_init<R, NV>(c[q], C[q], ldc, mr, nr[q], load_c, bias[q]);
+  const float* a[R];
+  TX_UNROLL for (int i = 0; i < R; ++i) a[i] = ar[i];
+  if (!BF) {
+    const float* w[NP];
+    TX_UNROLL for (int q = 0; q < NP; ++q) w[q] = static_cast<const float*>(W[q]);
+    for (int64_t k = 0; k < kc; ++k) {
+      V bv[NP][NV];
+      TX_UNROLL for (int q = 0; q < NP; ++q) {
+        TX_UNROLL for (int v = 0; v < NV; ++v) bv[q][v] = vload(w[q] + k * PW + v * VL);
+      }
+      TX_UNROLL for (int i = 0; i < R; ++i) {
+        const V av = vset1(a[i][k]);
+        TX_UNROLL for (int q = 0; q < NP; ++q) {
+          TX_UNROLL for (int v = 0; v < NV; ++v) c[q][i][v] = vfma(av, bv[q][v], c[q][i][v]);
+        }
+      }
+    }
+  } else {
+    const uint32_t* w[NP];
+    TX_UNROLL for (int q = 0; q < NP; ++q) w[q] = static_cast<const uint32_t*>(W[q]);
+    const int64_t k2n = (kc + 1) / 2;
+    for (int64_t r = 0; r < k2n; ++r) {
+      const int64_t k = 2 * r;
+      {
+        V bv[NP][NV];
+        TX_UNROLL for (int q = 0; q < NP; ++q) {
+          TX_UNROLL for (int v = 0; v < NV; ++v) bv[q][v] = vbf_even(w[q] + r * PW + v * VL);
+        }
+        TX_UNROLL for (int i = 0; i < R; ++i) {
+          const V av = vset1(a[i][k]);
+          TX_UNROLL for (int q = 0; q < NP; ++q) {
+            TX_UNROLL for (int v = 0; v < NV; ++v) c[q][i][v] = vfma(av, bv[q][v], c[q][i][v]);
+          }
+        }
+      }
+      if (k + 1 < kc) {
+        V bv[NP][NV];
+        TX_UNROLL for (int q = 0; q < NP; ++q) {
+          TX_UNROLL for (int v = 0; v < NV; ++v) bv[q][v] = vbf_odd(w[q] + r * PW + v * VL);
+        }
+        TX_UNROLL for (int i = 0; i < R; ++i) {
+          const V av = vset1(a[i][k + 1]);
+          TX_UNROLL for (int q = 0; q < NP; ++q) {
+            TX_UNROLL for (int v = 0; v < NV; ++v) c[q][i][v] = vfma(av, bv[q][v], c[q][i][v]);
+          }
+        }
+      }
+    }
+  }
+  TX_UNROLL for (int q = 0; q < NP; ++q) tile_store<R, NV>(c[q], C[q], ldc, mr, nr[q]);
+}
+
+struct PackedProblem {
+  int64_t M, N, K;
+  const float* A;
+  int64_t lda;
+  const void* W;
+  bool bf;
+  const float* bias;
+  float* C;
+  int64_t ldc;
+  bool accumulate;
+  int64_t panel_elems;  // elements (floats or uint16) per panel
+};
+
+// Address of sub-sliver (panel p, column offset s·NR) at K row pc (pc even for bf16).
+TX_INLINE const void* pk_sliver(const PackedProblem& P, int64_t p, int s, int64_t pc) {
+  if (P.bf) {
+    return static_cast<const uint16_t*>(P.W) + p * P.panel_elems + (pc / 2) * (2 * PW) + 2 * s * NR;
+  }
+  return static_cast<const float*>(P.W) + p * P.panel_elems + pc * PW + s * NR;
+}
+
+// Rows [i0, i0+rows) (rows <= MR) of the caller's A against one sliver, K rows [pc, pc+kc).
+template <bool BF>
+static void pk_rows(const PackedProblem& P, int64_t i0, int rows, int64_t pc, int64_t kc, const void* w,
+                    int64_t col, int nr, bool load_c, const float* bias) {
+  const float* ar[MR];
+  for (int i = 0; i < MR; ++i) ar[i] = P.A + (i0 + (i < rows ? i : 0)) * P.lda + pc;  // clamp: never read past A
+  float* C = P.C + i0 * P.ldc + col;
+  switch (rows) {
+#define TX_PK_CASE(n) \
+  case n:             \
+    if (n <= MR) pk_tile<(n <= MR ? n : 1), BF, 1>(kc, ar, w, C, P.ldc, rows, nr, load_c, bias); \
+    break;
+    TX_PK_CASE(1) TX_PK_CASE(2) TX_PK_CASE(3) TX_PK_CASE(4) TX_PK_CASE(5) TX_PK_CASE(6) TX_PK_CASE(7)
+    TX_PK_CASE(8) TX_PK_CASE(9) TX_PK_CASE(10) TX_PK_CASE(11) TX_PK_CASE(12) TX_PK_CASE(13)
+    TX_PK_CASE(14) TX_PK_CASE(15) TX_PK_CASE(16)
+#undef TX_PK_CASE
+    default: break;
+  }
+}
+
+// K blocks: equal sizes <= KC (even for bf16 so pair rows never straddle blocks); a
+// function of K only.
+TX_INLINE int64_t pk_kc(const PackedProblem& P) {
+  int64_t kc = ceil_div(P.K, ceil_div(P.K, KC));
+  if (P.bf) kc = round_up(kc, 2);
+  return kc;
+}
+
+// M <= SKINNY_M_PACKED: threads take contiguous ranges of panels; each panel is read from
+// memory once per call (per K block, the row groups re-read it from L1).
+template <bool BF>
+static void pk_skinny(const PackedProblem& P) {
+  const int64_t panels = ceil_div(P.N, PW);
+  const int64_t groups = ceil_div(P.M, MR), gsz = ceil_div(P.M, groups);
+  // One row group: nothing re-reads a K block, so stream the whole panel in one pass.
+  const int64_t kc_max = groups == 1 ? P.K : pk_kc(P);
+  const int nt = (int)imin(gemm_threads(P.M, P.N, P.K), panels);
+  // A few rows: SP panels at a time (AVX-512: 4 streams × 2 rows = 16 accumulators).
+  constexpr int SP = NV * VL >= 32 ? 4 : 2, R2 = 2;
+  if (groups == 1 && P.M <= R2 && panels >= SP) {
+    const int64_t sets = ceil_div(panels, SP);
+    const float* ar[R2];
+    for (int i = 0; i < R2; ++i) ar[i] = P.A + (i < P.M ? i : 0) * P.lda;  // clamp: never read past A
+    const int mr = (int)P.M;
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#endif
+    for (int64_t q = 0; q < sets; ++q) {
+      const int64_t p = SP * q;
+      for (int s = 0; s < PW / NR; ++s) {
+        if (p * PW + s * NR >= P.N) break;
+        if ((p + SP - 1) * PW + s * NR >= P.N) {  // the last, incomplete set: one panel at a time
+          for (int64_t pp = p; pp < p + SP; ++pp) {
+            const int64_t col = pp * PW + s * NR;
+            if (col >= P.N) break;
+            pk_rows<BF>(P, 0, mr, 0, P.K, pk_sliver(P, pp, s, 0), col, (int)imin(NR, P.N - col), P.accumulate,
+                        P.bias ? P.bias + col : nullptr);
+          }
+          continue;
+        }
+        const void* W[SP];
+        float* C[SP];
+        int nr[SP];
+        const float* bias[SP];
+        for (int u = 0; u < SP; ++u) {
+          const int64_t col = (p + u) * PW + s * NR;
+          W[u] = pk_sliver(P, p + u, s, 0);
+          C[u] = P.C + col;
+          nr[u] = (int)imin(NR, P.N - col);
+          bias[u] = P.bias ? P.bias + col : nullptr;
+        }
+        pk_tile_np<R2, BF, SP>(P.K, ar, W, C, P.ldc, mr, nr, P.accumulate, bias);
+      }
+    }
+    return;
+  }
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#endif
+  for (int64_t p = 0; p < panels; ++p) {
+    for (int64_t pc = 0; pc < P.K; pc += kc_max) {
+      const int64_t kc = imin(kc_max, P.K - pc);
+      const bool first = pc == 0;
+      const bool load_c = !first || P.accumulate;
+      for (int s = 0; s < PW / NR; ++s) {
+        const int64_t col = p * PW + s * NR;
+        if (col >= P.N) break;
+        const int nr = (int)imin(NR, P.N - col);
+        const float* bias = first && P.bias ? P.bias + col : nullptr;
+        const void* w = pk_sliver(P, p, s, pc);
+        for (int64_t i0 = 0; i0 < P.M; i0 += gsz) {
+          pk_rows<BF>(P, i0, (int)imin(gsz, P.M - i0), pc, kc, w, col, nr, load_c, bias);
+        }
+      }
+    }
+  }
+}
+
+// M > SKINNY_M_PACKED: the BLIS loop nest of gemm_packed without pack_B.
+template <bool BF>
+static void pk_gemm(const PackedProblem& P) {
+  const int64_t kc_max = pk_kc(P);
+  const int64_t panels = ceil_div(P.N, PW), mtiles = ceil_div(P.M, MR);
+  int nt = gemm_threads(P.M, P.N, P.K);
+  if ((int64_t)nt > mtiles * panels) nt = (int)(mtiles * panels);
+  int tm = 1, tn = 1;
+  for (; nt > 1; --nt) {  // grid of whole tiles × whole panels with the smallest perimeter
+    double best = -1.0;
+    for (int a = 1; a <= nt; ++a) {
+      const int b = nt / a;
+      if (nt % a || a > mtiles || b > panels) continue;
+      const double cost = (double)P.M / a + (double)P.N / b;
+      if (best < 0 || cost < best) best = cost, tm = a, tn = b;
+    }
+    if (best >= 0) break;
+  }
+  const int parts = tm * tn;
+  const int64_t a_sz = round_up(MC * kc_max, 16);
+  float* scratch = scratch_alloc(a_sz * parts);
+  const Problem PA{false, false, P.M, P.N, P.K, P.A, P.lda, nullptr, 0, nullptr, nullptr, 0, false};
+  constexpr int64_t NCP = NC / PW;  // panels per L3 block
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) num_threads(parts) if (parts > 1)
+#endif
+  for (int part = 0; part < parts; ++part) {
+    const int pm = part / tn, pn = part % tn;
+    const int64_t m0 = imin(P.M, mtiles * pm / tm * MR), m1 = imin(P.M, mtiles * (pm + 1) / tm * MR);
+    const int64_t p0 = panels * pn / tn, p1 = panels * (pn + 1) / tn;
+    float* Ap = scratch + (int64_t)part * a_sz;
+    for (int64_t jc = p0; jc < p1; jc += NCP) {
+      const int64_t jc1 = imin(p1, jc + NCP);
+      for (int64_t pc = 0; pc < P.K; pc += kc_max) {
+        const int64_t kc = imin(kc_max, P.K - pc);
+        const bool first = pc == 0;
+        const bool load_c = !first || P.accumulate;
+        for (int64_t ic = m0; ic < m1; ic += MC) {
+          const int64_t mc = imin(MC, m1 - ic);
+          pack_A(PA, ic, mc, pc, kc, Ap);
+          for (int64_t p = jc; p < jc1; ++p) {
+            for (int s = 0; s < PW / NR; ++s) {
+              const int64_t col = p * PW + s * NR;
+              if (col >= P.N) break;
+              const int nr = (int)imin(NR, P.N - col);
+              const float* bias = first && P.bias ? P.bias + col : nullptr;
+              const void* w = pk_sliver(P, p, s, pc);
+              for (int64_t ir = 0; ir < mc; ir += MR) {
+                const float* ar[MR];
+                for (int i = 0; i < MR; ++i) ar[i] = Ap + ir * kc + i;
+                pk_tile<MR, BF, MR>(kc, ar, w, P.C + (ic + ir) * P.ldc + col, P.ldc, (int)imin(MR, mc - ir),
+                                    nr, load_c, bias);
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  free(scratch);
+}
+
 }  // namespace
 
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
@@ -685,13 +1053,67 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const flo
   gemm_packed(P);
 }
 
+int64_t packed_weight_elems(int64_t K, int64_t N, int dtype) {
+  const int64_t panels = ceil_div(imax(N, 0), PW);
+  return dtype == 1 ? panels * ceil_div(imax(K, 0), 2) * 2 * PW : panels * imax(K, 0) * PW;
+}
+
+void pack_weight(const float* B, int64_t ldb, bool trans_b, int64_t K, int64_t N, int dtype, void* out) {
+  if (K <= 0 || N <= 0) return;
+  const int64_t panels = ceil_div(N, PW);
+  const int64_t work = K * N;
+  TX_OMP_FOR(work)
+  for (int64_t p = 0; p < panels; ++p) {
+    const int64_t j0 = p * PW, nj = imin(PW, N - j0);
+    if (dtype == 1) {
+      const int64_t K2 = ceil_div(K, 2);
+      uint16_t* d = static_cast<uint16_t*>(out) + p * K2 * 2 * PW;
+      for (int64_t r = 0; r < K2; ++r) {
+        for (int64_t j = 0; j < PW; ++j) {
+          for (int h = 0; h < 2; ++h) {
+            const int64_t k = 2 * r + h;
+            float x = 0.0f;
+            if (j < nj && k < K) x = trans_b ? B[(j0 + j) * ldb + k] : B[k * ldb + j0 + j];
+            d[r * 2 * PW + 2 * j + h] = f32_to_bf16(x);
+          }
+        }
+      }
+    } else {
+      float* d = static_cast<float*>(out) + p * K * PW;
+      for (int64_t k = 0; k < K; ++k) {
+        for (int64_t j = 0; j < PW; ++j) {
+          d[k * PW + j] = j < nj ? (trans_b ? B[(j0 + j) * ldb + k] : B[k * ldb + j0 + j]) : 0.0f;
+        }
+      }
+    }
+  }
+}
+
+void gemm_prepacked(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const void* Wp, int dtype,
+                    const float* bias, float* C, int64_t ldc, bool accumulate) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {
+    const Problem P0{false, false, M, N, K, A, lda, nullptr, 0, bias, C, ldc, accumulate};
+    return gemm_init_only(P0);
+  }
+  const bool bf = dtype == 1;
+  const PackedProblem P{M, N, K, A, lda, Wp, bf, bias, C, ldc, accumulate,
+                        bf ? ceil_div(K, 2) * 2 * PW : K * PW};
+  if (M <= SKINNY_M_PACKED) {
+    if (bf) return pk_skinny<true>(P);
+    return pk_skinny<false>(P);
+  }
+  if (bf) return pk_gemm<true>(P);
+  pk_gemm<false>(P);
+}
+
 // out[j] (+)= Σ_i X[i, j], summed over i in order for each column (a fixed chain);
 // threads split the columns into blocks.
 void sum_rows(const float* X, int64_t M, int64_t N, int64_t ldx, float* out, bool accumulate) {
   if (N <= 0) return;
   constexpr int64_t CB = 256;  // columns per block: the partial sums stay in L1
   const int64_t blocks = ceil_div(N, CB);
-  const int64_t work = M * N;  // TX_OMP_FOR's pragma names `work` literally
+  const int64_t work = M * N;
   TX_OMP_FOR(work)
   for (int64_t b = 0; b < blocks; ++b) {
     const int64_t j0 = b * CB, n = imin(CB, N - j0);

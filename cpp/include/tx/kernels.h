@@ -34,6 +34,17 @@ struct AttnShape {
   void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A,   \
             int64_t lda, const float* B, int64_t ldb, const float* bias, float* C,         \
             int64_t ldc, bool accumulate);                                                 \
+  /* ---- gemm.cpp, pre-packed weights: op(B) (K×N; B stored N×K when trans_b) in       \
+     panels of 32 columns, zero-padded. dtype 0 = fp32: panel p is K rows × 32 floats;      \
+     dtype 1 = bf16 (fp32 rounded to nearest even): panel p is ceil(K/2) rows × 32 pairs    \
+     (op(B)[2r, j], op(B)[2r+1, j]) of uint16. One layout for GEMM and GEMV. */             \
+  int64_t packed_weight_elems(int64_t K, int64_t N, int dtype);                             \
+  void pack_weight(const float* B, int64_t ldb, bool trans_b, int64_t K, int64_t N,         \
+                   int dtype, void* out);                                                   \
+  /* C = A·W [+ bias] [+ C if accumulate]; A M×K (row stride lda), W packed as above. */    \
+  void gemm_prepacked(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,         \
+                      const void* Wp, int dtype, const float* bias, float* C, int64_t ldc,  \
+                      bool accumulate);                                                     \
   /* out[j] (+)= sum_i X[i*ldx + j]: the bias gradient. */                                 \
   void sum_rows(const float* X, int64_t M, int64_t N, int64_t ldx, float* out,             \
                 bool accumulate);                                                          \

@@ -13,11 +13,12 @@ Backward convention, for every op `X`:
 from . import reference  # noqa: F401
 from .attention import attention, attention_backward
 from .elementwise import gelu, gelu_backward, layer_norm, layer_norm_backward, relu, relu_backward, softmax, softmax_backward
-from .linear import feed_forward, feed_forward_backward, matmul, matmul_backward
+from .linear import PackedWeight, bf16_round, feed_forward, feed_forward_backward, matmul, matmul_backward, pack_weight
 from .training import adamw_step, cross_entropy, embedding, embedding_backward, sinusoidal_positions
 
 __all__ = [
     "matmul", "matmul_backward", "feed_forward", "feed_forward_backward",
+    "pack_weight", "PackedWeight", "bf16_round",
     "softmax", "softmax_backward", "layer_norm", "layer_norm_backward",
     "gelu", "gelu_backward", "relu", "relu_backward",
     "attention", "attention_backward",

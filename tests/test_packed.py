@@ -1,0 +1,220 @@
+"""Pre-packed weights (ops.pack_weight / PackedWeight) in matmul and feed_forward, fp32
+and bf16, under every ISA variant.
+
+Exactness claims, and why they hold:
+- fp32 packed == unpacked matmul of the same (K, N) weight, BIT FOR BIT, for every M:
+  both compute each C element as the one sequential float32 FMA chain over k starting
+  from bias (gemm.cpp, "Numerics"); packing changes where W is read from, not the
+  order. With transpose_w the unpacked skinny path (M <= 64) sums dot products in SIMD
+  lanes instead, so there we compare against matmul(x, ascontiguousarray(w.T)) bit for
+  bit and against matmul(x, w, transpose_w=True) within the float32 GEMM bound.
+- bf16 packed == matmul(x, bf16_round(w)) bit for bit (weights are widened exactly, the
+  FMA chain is the same). Against a float64 reference computed with the bf16-rounded
+  weights the usual float32 bound applies (u·(4√K+4)·Σ|x||w|). Against the ORIGINAL fp32
+  weights each weight carries a relative error <= 2^-8 (round to nearest to 8
+  significant bits), so |y_bf16 - y| <= 2^-8·Σ_k |x_k||w_kj| + the float32 bound.
+"""
+import copy
+import pickle
+
+import numpy as np
+import pytest
+
+import transformer_ext as tx
+from transformer_ext import ops
+
+from conftest import needs_core
+
+U = 2.0**-24
+MS = [1, 2, 7, 16, 17, 64, 200]
+KN = [(1, 1), (3, 17), (17, 63), (63, 65), (65, 129), (129, 3), (768, 63), (17, 768)]
+
+
+def bound(x, w, K):
+    """float32 GEMM bound (see test_linear.py): u·(4√K+4)·|x|·|w| + bias ulps."""
+    return U * (4.0 * np.sqrt(max(K, 1)) + 4.0) * (np.abs(x).astype(np.float64) @ np.abs(w).astype(np.float64))
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(7)
+    out = {}
+    for K, N in KN:
+        out[K, N] = (
+            rng.standard_normal((max(MS), K), dtype=np.float32),
+            rng.standard_normal((K, N), dtype=np.float32),
+            rng.standard_normal(N, dtype=np.float32),
+        )
+    return out
+
+
+@needs_core
+@pytest.mark.parametrize("K,N", KN)
+def test_fp32_packed_bit_identical(isa, data, K, N):
+    X, w, b = data[K, N]
+    pw = ops.pack_weight(w)
+    assert pw.shape == (K, N) and pw.dtype == "fp32"
+    np.testing.assert_array_equal(pw.unpack(), w)
+    for M in MS:
+        x = X[:M]
+        np.testing.assert_array_equal(ops.matmul(x, pw, b), ops.matmul(x, w, b), err_msg=f"M={M}")
+    np.testing.assert_array_equal(ops.matmul(X[:3], pw), ops.matmul(X[:3], w))  # no bias
+
+
+@needs_core
+@pytest.mark.parametrize("K,N", [(17, 63), (65, 129), (768, 63)])
+def test_fp32_transpose_w(isa, data, K, N):
+    X, w, b = data[K, N]
+    wt = np.ascontiguousarray(w.T)  # stored (N, K)
+    pw = ops.pack_weight(wt, transpose_w=True)
+    assert pw.shape == (K, N)
+    np.testing.assert_array_equal(pw.data, ops.pack_weight(w).data)
+    for M in MS:
+        x = X[:M]
+        y = ops.matmul(x, pw, b)
+        np.testing.assert_array_equal(y, ops.matmul(x, w, b))
+        ref = x.astype(np.float64) @ w.astype(np.float64) + b
+        assert np.all(np.abs(ops.matmul(x, wt, b, transpose_w=True) - ref) <= bound(x, w, K) + 4 * U * np.abs(b))
+
+
+@needs_core
+@pytest.mark.parametrize("K,N", KN)
+def test_bf16_packed(isa, data, K, N):
+    X, w, b = data[K, N]
+    pw = ops.pack_weight(w, dtype="bf16")
+    wr = ops.bf16_round(w)
+    np.testing.assert_array_equal(pw.unpack(), wr)
+    assert np.all(np.abs(wr - w) <= 2.0**-8 * np.abs(w))  # RNE to 8 significant bits
+    for M in MS:
+        x = X[:M]
+        y = ops.matmul(x, pw, b)
+        np.testing.assert_array_equal(y, ops.matmul(x, wr, b), err_msg=f"M={M}")
+        ref_r = x.astype(np.float64) @ wr.astype(np.float64) + b
+        tol = bound(x, wr, K) + 4 * U * np.abs(b)
+        assert np.all(np.abs(y - ref_r) <= tol)
+        ref = x.astype(np.float64) @ w.astype(np.float64) + b
+        absprod = np.abs(x).astype(np.float64) @ np.abs(w).astype(np.float64)
+        assert np.all(np.abs(y - ref) <= 2.0**-8 * absprod + 2 * tol)
+
+
+def test_bf16_rounding_rule():
+    """Round to nearest, ties to even, on the 16 dropped bits; inf/nan preserved."""
+    bits = np.array([0x3F800000, 0x3F808000, 0x3F818000, 0x3F808001, 0x3F807FFF, 0x7F800000, 0xFF800000, 0x7FC00001],
+                    np.uint32)
+    r = ops.bf16_round(bits.view(np.float32)).view(np.uint32) >> 16
+    assert list(r[:7]) == [0x3F80, 0x3F80, 0x3F82, 0x3F81, 0x3F80, 0x7F80, 0xFF80]
+    assert np.isnan(ops.bf16_round(bits.view(np.float32))[7])
+
+
+@needs_core
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_cpp_packer_matches_numpy_layout(dtype):
+    from transformer_ext.ops.linear import _pack_numpy
+    rng = np.random.default_rng(3)
+    for K, N in [(1, 1), (3, 33), (65, 129)]:
+        w = rng.standard_normal((K, N), dtype=np.float32)
+        with tx.use_backend("cpp"):
+            a = ops.pack_weight(w, dtype=dtype).data
+        np.testing.assert_array_equal(a, _pack_numpy(w, 0 if dtype == "fp32" else 1))
+
+
+@needs_core
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_threads_bit_identical(isa, threads, dtype):
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((384, 1000), dtype=np.float32)
+    pw = ops.pack_weight(w, dtype=dtype)
+    for M in (1, 5, 16, 100):
+        x = rng.standard_normal((M, 384), dtype=np.float32)
+        threads(1)
+        y1 = ops.matmul(x, pw)
+        threads(2)
+        np.testing.assert_array_equal(ops.matmul(x, pw), y1)
+
+
+@needs_core
+def test_feed_forward_packed(isa):
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((2, 9, 24), dtype=np.float32)
+    w1 = rng.standard_normal((24, 80), dtype=np.float32) * 0.2
+    w2 = rng.standard_normal((80, 24), dtype=np.float32) * 0.2
+    b1 = rng.standard_normal(80, dtype=np.float32)
+    b2 = rng.standard_normal(24, dtype=np.float32)
+    y = ops.feed_forward(x, w1, b1, w2, b2)
+    np.testing.assert_array_equal(ops.feed_forward(x, ops.pack_weight(w1), b1, ops.pack_weight(w2), b2), y)
+    yb = ops.feed_forward(x, ops.pack_weight(w1, dtype="bf16"), b1, ops.pack_weight(w2, dtype="bf16"), b2)
+    np.testing.assert_array_equal(yb, ops.feed_forward(x, ops.bf16_round(w1), b1, ops.bf16_round(w2), b2))
+    # the backward takes packed weights too (gradients w.r.t. the weights they hold)
+    dy = rng.standard_normal(y.shape, dtype=np.float32)
+    g = ops.feed_forward_backward(dy, x, ops.pack_weight(w1), b1, w2, b2)
+    for a, e in zip(g, ops.feed_forward_backward(dy, x, w1, b1, w2, b2)):
+        np.testing.assert_array_equal(a, e)
+
+
+def test_numpy_backend_packed():
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((5, 40))
+    w = rng.standard_normal((40, 70)).astype(np.float32)
+    with tx.use_backend("numpy"):
+        pw = ops.pack_weight(w, dtype="bf16")
+        y = ops.matmul(x, pw)  # float64 x: the reference on the rounded weights
+    assert y.dtype == np.float64
+    np.testing.assert_allclose(y, x @ ops.bf16_round(w).astype(np.float64), rtol=1e-12, atol=1e-12)
+
+
+@needs_core
+def test_strided_x_and_empty(isa):
+    rng = np.random.default_rng(13)
+    w = rng.standard_normal((33, 40), dtype=np.float32)
+    pw = ops.pack_weight(w)
+    big = rng.standard_normal((6, 50), dtype=np.float32)
+    x = big[:, 5:38]  # rows of a wider buffer
+    np.testing.assert_array_equal(ops.matmul(x, pw), ops.matmul(np.ascontiguousarray(x), w))
+    assert ops.matmul(np.zeros((0, 33), np.float32), pw).shape == (0, 40)
+    p0 = ops.pack_weight(np.zeros((0, 4), np.float32))
+    b = np.arange(4, dtype=np.float32)
+    np.testing.assert_array_equal(ops.matmul(np.zeros((3, 0), np.float32), p0, b), np.tile(b, (3, 1)))
+
+
+@needs_core
+def test_bad_input(isa):
+    w = np.ones((8, 5), np.float32)
+    pw = ops.pack_weight(w)
+    with pytest.raises(ValueError, match=r"ops.matmul: x has shape \(3, 7\) \(K=7\).*PackedWeight\(K=8, N=5"):
+        ops.matmul(np.ones((3, 7), np.float32), pw)
+    with pytest.raises(ValueError, match=r"ops.matmul: b must have shape \(5,\)"):
+        ops.matmul(np.ones((3, 8), np.float32), pw, np.ones(4, np.float32))
+    with pytest.raises(ValueError, match=r"transpose_w"):
+        ops.matmul(np.ones((3, 8), np.float32), pw, transpose_w=True)
+    with pytest.raises(ValueError, match=r"ops.pack_weight: dtype must be one of \('fp32', 'bf16'\), got 'fp16'"):
+        ops.pack_weight(w, dtype="fp16")
+    with pytest.raises(ValueError, match=r"ops.pack_weight: argument 'w' must be 2-D"):
+        ops.pack_weight(np.ones(8, np.float32))
+    with pytest.raises(TypeError, match=r"ops.matmul: argument 'x'.*float64|float32"):
+        ops.matmul(np.ones((3, 8)), pw)
+    with pytest.raises(TypeError, match=r"ops.pack_weight: argument 'w'.*float64|float32"):
+        ops.pack_weight(np.ones((8, 5)))
+    with pytest.raises(ValueError, match=r"PackedWeight: data must be a \(256,\) float32 buffer"):
+        ops.PackedWeight(np.zeros(10, np.float32), 8, 5, "fp32")
+    with pytest.raises(ValueError, match=r"w2 has PackedWeight\(K=8"):
+        ops.feed_forward(np.ones((2, 4), np.float32), np.ones((4, 6), np.float32), None, pw, None)
+    core = tx._backend.core
+    c = np.empty((3, 5), np.float32)
+    with pytest.raises(ValueError, match=r"_core.gemm_packed: 'packed' has 256 elements, not a packed \(9, 5\)"):
+        core.gemm_packed(np.ones((3, 9), np.float32), pw.data, 9, 5, 0, None, c)
+    with pytest.raises(TypeError, match=r"_core.gemm_packed: 'packed' must be a uint16 buffer"):
+        core.gemm_packed(np.ones((3, 8), np.float32), pw.data, 8, 5, 1, None, c)
+
+
+@needs_core
+def test_pickle_and_copy(isa):
+    rng = np.random.default_rng(17)
+    w = rng.standard_normal((20, 45), dtype=np.float32)
+    x = rng.standard_normal((4, 20), dtype=np.float32)
+    for dtype in ("fp32", "bf16"):
+        pw = ops.pack_weight(w, dtype=dtype)
+        assert not pw.data.flags.writeable
+        for q in (pickle.loads(pickle.dumps(pw)), copy.deepcopy(pw)):
+            assert (q.K, q.N, q.dtype, q.layout) == (20, 45, dtype, "panel32")
+            np.testing.assert_array_equal(ops.matmul(x, q), ops.matmul(x, pw))
+        assert copy.copy(pw).data is pw.data  # shallow copies share the read-only buffer
