@@ -16,6 +16,8 @@ import os
 import sys
 import time
 
+from .train_cli import _positive_int, arg_number
+
 
 def load_model_and_tokenizer(path: str, dtype: str = "fp32"):
     from .models import GPT, Model
@@ -100,24 +102,8 @@ def run_generate(args, out=None) -> int:
     return 0
 
 
-def _nonneg_float(text):
-    v = float(text)
-    if not v >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return v
-
-
-def _positive_int(text):
-    if not text.strip().isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(text)
-
-
-def _top_p(text):
-    v = float(text)
-    if not 0 < v <= 1:
-        raise argparse.ArgumentTypeError(f"expected 0 < top-p <= 1, got {text!r}")
-    return v
+_nonneg_float = arg_number(float, lambda v: v >= 0, "a number >= 0")
+_top_p = arg_number(float, lambda v: 0 < v <= 1, "0 < top-p <= 1")
 
 
 def _args(p: argparse.ArgumentParser) -> None:
