@@ -71,3 +71,16 @@ def test_beam_search_and_errors(tmp_path, capsys):
         cli.main(["generate", "--model", str(tmp_path / "m"), "--prompt", "x", "--max-new-tokens", "0"])
     with pytest.raises(SystemExit):
         cli.main(["generate", "--model", str(tmp_path / "m"), "--prompt", "x", "--top-p", "1.5"])
+
+
+def test_generate_bf16_weights(tmp_path, capsys):
+    model = GPT(GPTConfig(vocab_size=256, n_positions=32, n_embd=32, n_layer=1, n_head=2, seed=3))
+    model.save(tmp_path / "m")
+    loaded, _ = generate_cli.load_model_and_tokenizer(str(tmp_path / "m"), "bf16")
+    assert loaded.packed_dtype == "bf16"
+    assert cli.main(["generate", "--model", str(tmp_path / "m"), "--prompt", "ab", "--max-new-tokens", "4",
+                     "--temperature", "0", "--dtype", "bf16"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("ab") and "decode 3 tokens" in out
+    want = loaded.generate(np.frombuffer(b"ab", np.uint8).astype(np.int64), 4)  # the same bf16 model's greedy ids
+    assert out.splitlines()[0] == bytes(want.tolist()).decode("utf-8", "replace").splitlines()[0]

@@ -12,6 +12,7 @@ void bind_elementwise(py::module_& m);
 void bind_training(py::module_& m);
 void bind_probes(py::module_& m);
 void bind_tokenizers(py::module_& m);
+void bind_models(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "transformer_ext C++ kernels (SIMD + OpenMP, runtime ISA dispatch)";
@@ -44,4 +45,5 @@ PYBIND11_MODULE(_core, m) {
   bind_training(m);
   bind_probes(m);
   bind_tokenizers(m);
+  bind_models(m);
 }

@@ -27,10 +27,10 @@ def load_model_and_tokenizer(path: str, dtype: str = "fp32"):
         raise FileNotFoundError(f"generate: --model {path!r} is not a directory")
     cfg = os.path.join(path, "config.json")
     ours = not os.path.exists(cfg) or "architecture" in json.load(open(cfg, encoding="utf-8"))
-    if dtype != "fp32":
-        model = GPT.from_pretrained(path, dtype=dtype)  # raises a clear error while bf16 is unavailable
-    else:
-        model = Model.load(path) if ours else GPT.from_pretrained(path)
+    model = Model.load(path) if ours else GPT.from_pretrained(path)
+    if not isinstance(model, GPT):
+        raise ValueError(f"generate: {path!r} holds a {type(model).__name__}; generate needs a GPT")
+    model.pack_weights(dtype)  # pack once: every token reuses them (bf16: half the bytes per token)
     try:
         tok = from_pretrained(path)
     except FileNotFoundError:

@@ -10,7 +10,9 @@ encoder output are computed once, at `start`.
 
 The layers are the model's own (Linear, LayerNorm, FeedForward called in eval mode); this
 module only re-wires the attention so the readable forward in nn/ and models/ stays the
-reference — tests/test_kv_cache.py checks both give the same logits.
+reference — tests/test_kv_cache.py checks both give the same logits. A GPT whose weights are
+pre-packed (Model.pack_weights) takes single-token steps through the fused C++ step of
+generation/fused.py instead, which gives the same logits bit for bit (tests/test_decoder.py).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import numpy as np
 
 from .. import ops
 from ..nn.attention import merge_heads, split_heads
+from .fused import gpt_decoder, pack_for_decoding
 
 
 class _LayerCache:
@@ -53,11 +56,12 @@ class GPTCache:
     """Incremental decoding state of a GPT model: `prefill(ids, attention_mask)` then
     `step(next_ids)`; each returns the logits (B, V) of the last position of every row."""
 
-    def __init__(self, model, batch: int, max_len: int):
+    def __init__(self, model, batch: int, max_len: int, fused: bool = True):
         c = model.config
         if max_len > c.n_positions:
             raise ValueError(f"GPTCache: {max_len} positions exceed the context length n_positions={c.n_positions}")
         self.model = model
+        self.fused = fused  # False: always the Python layers (the reference the fused step is tested against)
         self.B, self.T_max = batch, max_len
         H = c.n_head
         self.layers = [_LayerCache(batch, H, max_len, c.n_embd // H, model.dtype) for _ in model.h]
@@ -70,6 +74,12 @@ class GPTCache:
         n = ids.shape[1]
         if self.t + n > self.T_max:
             raise ValueError(f"GPTCache: {self.t + n} tokens exceed the cache length {self.T_max}")
+        decoder = gpt_decoder(m) if n == 1 and self.fused else None
+        if decoder is not None:
+            logits = decoder.step(ids[:, 0], positions[:, 0], self.t, [c.k for c in self.layers],
+                                  [c.v for c in self.layers], self.key_mask)
+            self.t += 1
+            return logits
         x = m.wte(ids) + m.wpe.weight.value[positions]  # E[ids] + P[pos] (per-row positions)
         for block, cache in zip(m.h, self.layers):
             x = x + _cached_self_attention(block.attn, block.sa.norm(x), cache, self.t, self.key_mask)
@@ -81,6 +91,8 @@ class GPTCache:
         """ids (B, T); attention_mask (B, T) 1 = token, 0 = (left) padding."""
         ids = np.asarray(ids)
         B, T = ids.shape
+        if self.fused:
+            pack_for_decoding(self.model)
         am = np.ones((B, T), bool) if attention_mask is None else np.asarray(attention_mask).astype(bool)
         positions = np.maximum(np.cumsum(am, axis=1) - 1, 0)  # HF: cumsum(mask) − 1 (pads: any valid pos)
         self.key_mask[:, self.t:self.t + T] = am

@@ -113,11 +113,27 @@ def gpt_config_from_hf(cfg: dict):
         raise HFLoadError(f"{where}: config.json: {e}") from None
 
 
+def _weight_dtype(dtype, where: str):
+    """from_pretrained's dtype → (parameter dtype, packing): "bf16"/"bfloat16" loads float32
+    parameters and packs the Linear weights in bf16 (Model.pack_weights); "fp32"/"float32" or a
+    NumPy float dtype gives parameters of that dtype, unpacked."""
+    if isinstance(dtype, str) and dtype.lower() in ("bf16", "bfloat16"):
+        return np.dtype(np.float32), "bf16"
+    if isinstance(dtype, str) and dtype.lower() == "fp32":
+        return np.dtype(np.float32), None
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"{where}: dtype must be 'fp32', 'bf16' or np.float32 / np.float64, got {dtype!r}")
+    return dt, None
+
+
 def load_gpt(local_dir, dtype=np.float32):
     from ..models.gpt import GPT
-    if dtype in ("bf16", "bfloat16"):
-        raise HFLoadError("GPT.from_pretrained: dtype='bf16' is not available yet (bf16 weights are being added)")
     where = "GPT.from_pretrained"
+    dtype, pack = _weight_dtype(dtype, where)
     cfg = gpt_config_from_hf(_read_config(local_dir))
     raw = _read_weights(local_dir)
     state = {}
@@ -132,6 +148,8 @@ def load_gpt(local_dir, dtype=np.float32):
     _finish(model, state, where)
     model.generation_defaults = _generation_defaults(local_dir)
     model.eval()
+    if pack:
+        model.pack_weights(pack)
     return model
 
 
@@ -170,6 +188,7 @@ def bert_config_from_hf(cfg: dict, has_head: bool):
 def load_bert(local_dir, dtype=np.float32):
     from ..models.bert import Bert
     where = "Bert.from_pretrained"
+    dtype, pack = _weight_dtype(dtype, where)
     raw_cfg = _read_config(local_dir)
     raw = _read_weights(local_dir)
     state, ignored = {}, []
@@ -190,6 +209,8 @@ def load_bert(local_dir, dtype=np.float32):
     _finish(model, state, where)
     model.hf_ignored = ignored
     model.eval()
+    if pack:
+        model.pack_weights(pack)
     return model
 
 

@@ -241,7 +241,9 @@ class Bert(Model):
     @classmethod
     def from_pretrained(cls, local_dir, dtype=np.float32) -> "Bert":
         """Load a Hugging Face BERT folder (config.json + model.safetensors / pytorch_model.bin):
-        BertForMaskedLM (with the MLM head) or BertModel (the pooler is ignored)."""
+        BertForMaskedLM (with the MLM head) or BertModel (the pooler is ignored), in eval mode.
+        dtype: np.float32 / "fp32" (default), np.float64 (NumPy backend), or "bf16" (float32
+        parameters, Linear weights packed in bfloat16: Model.pack_weights)."""
         from ..io.hf import load_bert
         return load_bert(local_dir, dtype=dtype)
 

@@ -165,7 +165,8 @@ class GPT(Model):
         """Hugging Face-style generation with a KV cache (see transformer_ext.generation.decoding):
         attention_mask, do_sample, temperature, top_k, top_p, repetition_penalty, num_beams,
         length_penalty, early_stopping, eos_token_id, pad_token_id, stop_strings, tokenizer, seed.
-        Returns int64 prompt + new tokens."""
+        Returns int64 prompt + new tokens. On the cpp backend a float32 model's weights are packed
+        (fp32) at the first call unless `pack_weights` was called (see generation/fused.py)."""
         from ..generation.decoding import generate
         for k, v in getattr(self, "generation_defaults", {}).items():  # from_pretrained: HF's defaults
             kwargs.setdefault(k, v)
@@ -180,6 +181,8 @@ class GPT(Model):
 
     @classmethod
     def from_pretrained(cls, local_dir, dtype=np.float32) -> "GPT":
-        """Load a Hugging Face GPT-2 folder (config.json + model.safetensors / pytorch_model.bin)."""
+        """Load a Hugging Face GPT-2 folder (config.json + model.safetensors / pytorch_model.bin), in eval
+        mode. dtype: np.float32 / "fp32" (default), np.float64 (NumPy backend), or "bf16": float32
+        parameters with the Linear weights packed in bfloat16 for inference (Model.pack_weights)."""
         from ..io.hf import load_gpt
         return load_gpt(local_dir, dtype=dtype)

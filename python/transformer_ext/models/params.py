@@ -248,9 +248,60 @@ class Model(Module):
 
     def load_state_dict(self, state: dict, strict: bool = True) -> None:
         self.store.load_state_dict(state, strict=strict)
+        if self.packed_dtype is not None:  # the packed copies are snapshots: refresh them
+            self.pack_weights(self.packed_dtype)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return self.store.state_dict()
+
+    # ------------------------------------------------------------------ inference weights
+    def _linears(self) -> list:
+        from ..nn.linear import Linear
+        seen, out = set(), []
+        for m in self.modules():
+            if isinstance(m, Linear) and id(m) not in seen:
+                seen.add(id(m))
+                out.append(m)
+        return out
+
+    @property
+    def packed_dtype(self) -> str | None:
+        """"fp32" / "bf16" when the Linear weights are pre-packed for inference (pack_weights), else None."""
+        return getattr(self, "_packed_dtype", None)
+
+    def pack_weights(self, dtype: str = "fp32") -> "Model":
+        """Pack every Linear weight once for inference (ops.pack_weight): eval-mode forwards and
+        generation then multiply by the packed copies. "bf16" rounds them to bfloat16 (activations
+        and sums stay float32) so decoding, which streams every weight per token, reads half the
+        bytes; "fp32" gives the same results as the unpacked weights. Puts the model in eval mode;
+        `train()` drops the copies (training changes the weights; pack again after changing them).
+        The float32 parameters stay: they are what training updates and what `save` writes, so
+        packing adds the packed bytes (half the weight bytes for bf16) to the model's memory."""
+        if dtype not in ("fp32", "bf16"):
+            raise ValueError(f"{type(self).__name__}.pack_weights: dtype must be 'fp32' or 'bf16', got {dtype!r}")
+        if self.dtype != np.float32:
+            raise TypeError(f"{type(self).__name__}.pack_weights: packed weights need a float32 model, "
+                            f"this one is {self.dtype}")
+        self.eval()
+        for lin in self._linears():
+            lin.pack(dtype)
+        self._packed_dtype = dtype
+        self._decoder = None  # a fused decoder (generation/fused.py) points at the old copies
+        return self
+
+    def unpack_weights(self) -> "Model":
+        """Drop the packed copies (forwards use the float32 parameters again)."""
+        for lin in self._linears():
+            lin.packed = None
+        self._packed_dtype = None
+        self._decoder = None
+        return self
+
+    def train(self, mode: bool = True):
+        """Train mode (see Module.train); drops pre-packed inference weights, which training would make stale."""
+        if mode and self.packed_dtype is not None:
+            self.unpack_weights()
+        return super().train(mode)
 
     def seed_dropout(self, seed) -> None:
         """Reseed the dropout masks (the same seed before two forwards gives the same masks)."""

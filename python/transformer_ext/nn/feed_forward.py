@@ -4,8 +4,9 @@
     backward:  da = dy W2ᵀ, dW2 = aᵀ dy;   dh = da ⊙ act'(h);   dx = dh W1ᵀ, dW1 = xᵀ dh
 
 Two paths with the same math:
-- fused `ops.feed_forward` when both weights are "in_out" (GPT-2's Conv1D layout) and no inner
-  dropout is active: keeps only x and h (a is recomputed in backward);
+- fused `ops.feed_forward` when both weights are "in_out" (GPT-2's Conv1D layout) or, in eval
+  mode, both are pre-packed, and no inner dropout is active: keeps only x and h (a is recomputed
+  in backward);
 - Linear → activation → [dropout] → Linear otherwise ("out_in" weights of BERT / nn.Transformer,
   or torch.nn.TransformerEncoderLayer's dropout between the two linears).
 """
@@ -29,14 +30,14 @@ class FeedForward(Module):
         self._saved = None
 
     def _fused(self) -> bool:
-        return (not self.fc1.transpose_w and not self.fc2.transpose_w
-                and not (self.dropout is not None and self.dropout.active))
+        (_, t1), (_, t2) = self.fc1.forward_weight(), self.fc2.forward_weight()
+        return not t1 and not t2 and not (self.dropout is not None and self.dropout.active)
 
     def forward(self, x):
         if self._fused():
             f1, f2 = self.fc1, self.fc2
-            args = (x, f1.weight.value, None if f1.bias is None else f1.bias.value,
-                    f2.weight.value, None if f2.bias is None else f2.bias.value)
+            args = (x, f1.forward_weight()[0], None if f1.bias is None else f1.bias.value,
+                    f2.forward_weight()[0], None if f2.bias is None else f2.bias.value)
             if not self.training:
                 return ops.feed_forward(*args, activation=self.activation)
             y, h = ops.feed_forward(*args, activation=self.activation, return_saved=True)

@@ -5,6 +5,10 @@
   and a tied LM head reading the embedding table (V, d) as Wᵀ.
 
 Backward (x flattened to rows):  dx = dy Wᵀ,  dW = xᵀ dy  (("out_in": dyᵀ x),  db = Σ_rows dy.
+
+For inference a Linear may hold a pre-packed copy of W (`pack`, fp32 or bf16 — see
+ops.PackedWeight): eval-mode forwards then multiply by it; training never does (it would
+go stale as W changes), and Model.train() drops it.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ class Linear(Module):
         if bias is not None and bias.shape != (self.d_out,):
             raise ValueError(f"Linear: bias {bias.name!r} must have shape ({self.d_out},), got {bias.shape}")
         self._x = None
+        self.packed = None  # an ops.PackedWeight of W for eval forwards, or None
 
     @classmethod
     def create(cls, store, prefix: str, d_in: int, d_out: int, bias: bool = True,
@@ -38,10 +43,21 @@ class Linear(Module):
         b = store.declare(f"{prefix}.bias", (d_out,), init="zeros") if bias else None
         return cls(w, b, layout)
 
+    def pack(self, dtype: str = "fp32") -> None:
+        """Keep a packed copy of W (a snapshot: pack again after changing W) for eval forwards."""
+        self.packed = ops.pack_weight(self.weight.value, transpose_w=self.transpose_w, dtype=dtype)
+
+    def forward_weight(self):
+        """(w, transpose_w) this forward multiplies by: the packed copy in eval mode when there is one."""
+        if self.packed is not None and not self.training:
+            return self.packed, False
+        return self.weight.value, self.transpose_w
+
     def forward(self, x):
         # y = x W + b   (or x Wᵀ + b)
         b = None if self.bias is None else self.bias.value
-        y = ops.matmul(x, self.weight.value, b, transpose_w=self.transpose_w)
+        w, transpose_w = self.forward_weight()
+        y = ops.matmul(x, w, b, transpose_w=transpose_w)
         self._x = x if self.training else None
         return y
 
