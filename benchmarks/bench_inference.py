@@ -1,9 +1,10 @@
 """Inference throughput for a GPT-2-small-shaped model (12 layers, d=768, 12 heads, vocab 50257,
 random weights): pre-fill tokens/s for 128- and 512-token prompts, and decode tokens/s (batch 1,
-KV cache, 128 new tokens after a 16-token prompt), for this project (C++ backend, fp32), its NumPy
-backend, and PyTorch eager (`torch.inference_mode`, transformers' GPT2LMHeadModel) where
-installed — each in its own process, with 1 and 2 threads — plus the memory-bandwidth bound for
-decoding: fp32 weight bytes read per token / read bandwidth (transformer_ext.bench's probe).
+KV cache, 128 new tokens after a 16-token prompt), for this project (C++ backend with weights
+pre-packed in fp32 and in bf16 — decoding through the fused C++ step —, and its NumPy backend)
+and PyTorch eager (`torch.inference_mode`, transformers' GPT2LMHeadModel) where installed — each
+in its own process, with 1 and 2 threads — and, per row, the memory-bandwidth bound for decoding:
+weight bytes that row reads per token / read bandwidth (transformer_ext.bench's probe).
 
     python benchmarks/bench_inference.py [--threads 1,2] [--new 128] [--no-numpy] [--no-torch]
 
@@ -23,7 +24,7 @@ PROMPTS = (128, 512)
 DECODE_PROMPT = 16
 
 
-def _phase_tx(backend: str, threads: int, new: int) -> dict:
+def _phase_tx(backend: str, threads: int, new: int, pack: str | None = None) -> dict:
     import numpy as np
 
     import transformer_ext as tx
@@ -33,8 +34,13 @@ def _phase_tx(backend: str, threads: int, new: int) -> dict:
     m = GPT(GPTConfig(**SHAPE, seed=0))
     m.eval()
     rng = np.random.default_rng(0)
-    out = {"weight_bytes": int(sum(v.nbytes for v in m.parameters().values()))}
     with tx.use_backend(backend):
+        if pack:
+            m.pack_weights(pack)
+            # per token: every packed Linear weight once, plus one row of wte and wpe
+            out = {"weight_bytes": int(sum(lin.packed.nbytes for lin in m._linears()))}
+        else:
+            out = {"weight_bytes": int(sum(v.nbytes for v in m.parameters().values()))}
         for T in PROMPTS:
             ids = rng.integers(0, SHAPE["vocab_size"], (1, T))
             GPTCache(m, 1, T).prefill(ids)  # warm-up
@@ -108,8 +114,8 @@ def _run(kind: str, threads: int, new: int) -> dict | None:
 
 
 def _dispatch(kind: str, threads: int, new: int) -> dict:
-    if kind == "cpp":
-        return _phase_tx("cpp", threads, new)
+    if kind.startswith("cpp-"):
+        return _phase_tx("cpp", threads, new, pack=kind[4:])
     if kind == "numpy":
         return _phase_tx("numpy", threads, new)
     if kind == "torch":
@@ -124,7 +130,7 @@ def main(argv=None) -> None:
     ap.add_argument("--no-numpy", action="store_true")
     ap.add_argument("--no-torch", action="store_true")
     a = ap.parse_args(argv)
-    kinds = ["cpp"] + ([] if a.no_numpy else ["numpy"])
+    kinds = ["cpp-fp32", "cpp-bf16"] + ([] if a.no_numpy else ["numpy"])
     if not a.no_torch:
         try:
             import torch  # noqa: F401
@@ -132,27 +138,23 @@ def main(argv=None) -> None:
             kinds.append("torch")
         except ImportError:
             print("(PyTorch eager skipped: torch + transformers not installed)")
-    print(f"GPT-2-small shape {SHAPE}, fp32, batch 1; decode: {a.new} new tokens after {DECODE_PROMPT}")
-    print(f"{'backend':<10} {'thr':>3} {'prefill128 tok/s':>17} {'prefill512 tok/s':>17} {'decode tok/s':>13} {'% of bound':>10}")
+    print(f"GPT-2-small shape {SHAPE}, batch 1; decode: {a.new} new tokens after {DECODE_PROMPT}; "
+          "bound = weight bytes read per token / measured read bandwidth")
+    print(f"{'backend':<10} {'thr':>3} {'prefill128 tok/s':>17} {'prefill512 tok/s':>17} {'decode tok/s':>13} "
+          f"{'bound tok/s':>12} {'% of bound':>10}")
     for n in [int(t) for t in a.threads.split(",")]:
         peak = _run("peak", n, a.new)
-        weight_bytes = None
-        rows = {}
+        gbs = peak.get("read_gbs") if peak else None
         for k in kinds:
-            rows[k] = _run(k, n, a.new)
-            if rows[k] and "weight_bytes" in rows[k]:
-                weight_bytes = rows[k]["weight_bytes"]
-        bound = None
-        if peak and peak.get("read_gbs") and weight_bytes:
-            bound = peak["read_gbs"] * 1e9 / weight_bytes
-        for k, r in rows.items():
+            r = _run(k, n, a.new)
             if r is None:
                 continue
-            pct = f"{100 * r['decode'] / bound:.0f}%" if bound else "-"
-            print(f"{k:<10} {n:>3} {r['prefill_128']:>17.1f} {r['prefill_512']:>17.1f} {r['decode']:>13.1f} {pct:>10}")
-        if bound:
-            print(f"{'bound':<10} {n:>3} {'':>17} {'':>17} {bound:>13.1f}   "
-                  f"({weight_bytes / 1e6:.0f} MB fp32 weights / {peak['read_gbs']:.1f} GB/s read)")
+            bound = gbs * 1e9 / r["weight_bytes"] if gbs and "weight_bytes" in r else None
+            b, pct = (f"{bound:.1f}", f"{100 * r['decode'] / bound:.0f}%") if bound else ("-", "-")
+            print(f"{k:<10} {n:>3} {r['prefill_128']:>17.1f} {r['prefill_512']:>17.1f} {r['decode']:>13.1f} "
+                  f"{b:>12} {pct:>10}")
+        if gbs:
+            print(f"{'(read bandwidth':<10} {n:>3} thread(s): {gbs:.1f} GB/s)")
 
 
 if __name__ == "__main__":
