@@ -36,8 +36,8 @@ class Embedding(Module):
     def backward(self, dy):
         ids = self._need(self._ids)
         self._ids = None
-        # scatter-add: repeated ids accumulate
-        self.weight.accumulate(ops.embedding_backward(dy, ids, self.weight.value))
+        # scatter-add straight into the gradient buffer: repeated ids (and a tied head) accumulate
+        ops.embedding_backward(dy, ids, self.weight.value, grads_into=(self.weight.grad,))
         return None
 
 

@@ -59,14 +59,10 @@ class FeedForward(Module):
             f1, f2 = self.fc1, self.fc2
             b1 = None if f1.bias is None else f1.bias.value
             b2 = None if f2.bias is None else f2.bias.value
-            dx, dw1, db1, dw2, db2 = ops.feed_forward_backward(
-                dy, x, f1.weight.value, b1, f2.weight.value, b2, h, activation=self.activation)
-            f1.weight.accumulate(dw1)
-            f2.weight.accumulate(dw2)
-            if f1.bias is not None:
-                f1.bias.accumulate(db1)
-            if f2.bias is not None:
-                f2.bias.accumulate(db2)
+            into = (f1.weight.grad, None if b1 is None else f1.bias.grad,
+                    f2.weight.grad, None if b2 is None else f2.bias.grad)  # accumulated in place
+            dx, *_ = ops.feed_forward_backward(dy, x, f1.weight.value, b1, f2.weight.value, b2, h,
+                                               activation=self.activation, grads_into=into)
             return dx
         _, h = saved
         da = self.fc2.backward(dy)

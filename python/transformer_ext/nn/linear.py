@@ -65,8 +65,7 @@ class Linear(Module):
         x = self._need(self._x)
         self._x = None
         b = None if self.bias is None else self.bias.value
-        dx, dw, db = ops.matmul_backward(dy, x, self.weight.value, b, transpose_w=self.transpose_w)
-        self.weight.accumulate(dw)
-        if self.bias is not None:
-            self.bias.accumulate(db)
+        # dW and db are added straight into the gradient buffer (tied uses add up there)
+        dx, _, _ = ops.matmul_backward(dy, x, self.weight.value, b, transpose_w=self.transpose_w,
+                                       grads_into=(self.weight.grad, None if b is None else self.bias.grad))
         return dx

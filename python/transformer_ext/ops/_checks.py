@@ -94,3 +94,41 @@ def contiguous(a: np.ndarray) -> np.ndarray:
 def check(cond: bool, op: str, msg: str, exc=ValueError) -> None:
     if not cond:
         raise exc(f"{op}: {msg}")
+
+
+# --------------------------------------------------------------------------- grads_into
+def can_add_into(out, shape) -> bool:
+    """`out` can receive a kernel's accumulate-in-place (C += ...): float32, C-contiguous, writable."""
+    return (isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == tuple(shape)
+            and out.flags.c_contiguous and out.flags.writeable)
+
+
+def grads_into(op, targets, shapes):
+    """A backward's `grads_into` argument: None, or a tuple with one entry per parameter gradient
+    the op returns (`shapes`; None for an absent bias) — None or an array of that gradient's shape
+    to add it into in place. Returns one entry per shape."""
+    if targets is None:
+        return (None,) * len(shapes)
+    if not isinstance(targets, (tuple, list)) or len(targets) != len(shapes):
+        raise TypeError(f"{op}: grads_into must be a tuple of {len(shapes)} arrays or None")
+    for g, shape in zip(targets, shapes):
+        if g is None:
+            continue
+        if shape is None:
+            raise ValueError(f"{op}: grads_into has an array for a bias that is None")
+        if not isinstance(g, np.ndarray) or g.shape != tuple(shape) or g.dtype.kind != "f":
+            raise ValueError(f"{op}: grads_into arrays must be float arrays of shapes "
+                             f"{[None if s is None else shape_str(s) for s in shapes]}, got "
+                             f"{shape_str(g.shape) if isinstance(g, np.ndarray) else type(g).__name__}")
+    return tuple(targets)
+
+
+def add_into(targets, grads):
+    """grads_into on the NumPy path: target += g for each given target, returned in g's place."""
+    out = []
+    for into, g in zip(targets, grads):
+        if into is not None and g is not None:
+            into += g
+            g = into
+        out.append(g)
+    return out

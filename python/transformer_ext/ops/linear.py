@@ -109,25 +109,45 @@ def _gemm(a, b, bias, m, n, trans_a=False, trans_b=False):
     return c
 
 
-def _sum_rows(x2):
-    out = np.zeros(x2.shape[1], np.float32)
-    if x2.size:
-        _checks.core().sum_rows(x2, out, False)
+def _gemm_into(out, a, b, m, n, trans_a=False, trans_b=False):
+    """out += op(a)·op(b) in place when the kernel can write out (out None: a new array)."""
+    if out is None or not _checks.can_add_into(out, (m, n)):
+        c = _gemm(a, b, None, m, n, trans_a, trans_b)
+        if out is None:
+            return c
+        out += c
+        return out
+    if out.size and a.size:
+        _checks.core().gemm(_unit_last(a), _unit_last(b), None, out, trans_a, trans_b, True)
     return out
 
 
-def _linear_backward_2d(dy2, x2, w, with_bias, transpose_w):
+def _sum_rows(x2, out=None):
+    """Σ_rows x2, or out += Σ_rows x2 in place."""
+    if out is not None and not _checks.can_add_into(out, (x2.shape[1],)):
+        out += _sum_rows(x2)
+        return out
+    accumulate = out is not None
+    if out is None:
+        out = np.zeros(x2.shape[1], np.float32)
+    if x2.size:
+        _checks.core().sum_rows(x2, out, accumulate)
+    return out
+
+
+def _linear_backward_2d(dy2, x2, w, with_bias, transpose_w, dw_into=None, db_into=None):
     """The three products of a linear layer's backward on 2-D rows (cpp backend):
     dx = dy·wᵀ (w (K, N): trans_b) or dy·w (w (N, K)); dw = xᵀ·dy (trans_a), or dyᵀ·x
-    (trans_a) directly in w's (N, K) layout; db = Σ_rows dy."""
+    (trans_a) directly in w's (N, K) layout; db = Σ_rows dy. dw / db are added into
+    dw_into / db_into when given (the GEMM accumulates in place: no temporary, no extra pass)."""
     M, K = x2.shape
     N = dy2.shape[1]
     dx2 = _gemm(dy2, w, None, M, K, trans_b=not transpose_w)
     if transpose_w:
-        dw = _gemm(dy2, x2, None, N, K, trans_a=True)
+        dw = _gemm_into(dw_into, dy2, x2, N, K, trans_a=True)
     else:
-        dw = _gemm(x2, dy2, None, K, N, trans_a=True)
-    db = _sum_rows(dy2) if with_bias else None
+        dw = _gemm_into(dw_into, x2, dy2, K, N, trans_a=True)
+    db = _sum_rows(dy2, db_into) if with_bias else None
     return dx2, dw, db
 
 
@@ -307,17 +327,22 @@ def matmul(x, w, b=None, transpose_w=False, return_saved=False):
     return (y, None) if return_saved else y
 
 
-def matmul_backward(dy, x, w, b=None, saved=None, transpose_w=False):
+def matmul_backward(dy, x, w, b=None, saved=None, transpose_w=False, grads_into=None):
     """Gradients of y = x·w + b: returns (dx, dw, db) with dx = dy·wᵀ (x's shape),
     dw = xᵀ·dy in w's layout ((N, K) when transpose_w: dyᵀ·x), db = Σ_rows dy (None
-    when b is None)."""
+    when b is None). grads_into=(gw, gb) (either may be None): dw / db are ADDED into these
+    arrays in place and returned as them — a layer's gradient accumulation without a
+    temporary (on the cpp backend the GEMM accumulates directly into a C-contiguous float32 gw)."""
     op = "ops.matmul_backward"
     x, w, b, N = _check_linear(op, x, w, b, transpose_w)
     w = _dense(w, x.dtype)  # a PackedWeight: gradients w.r.t. the (K, N) weight it holds
     dy = _check_grad(op, "dy", dy, x.shape[:-1] + (N,), x.dtype, "matmul(x, w)")
+    gw, gb = _checks.grads_into(op, grads_into, (w.shape, None if b is None else b.shape))
     if _checks.backend() == "numpy":
-        return reference.matmul_backward(dy, x, w, b, saved, transpose_w=transpose_w)
-    dx2, dw, db = _linear_backward_2d(_rows(dy), _rows(x), w, b is not None, transpose_w)
+        dx, dw, db = reference.matmul_backward(dy, x, w, b, saved, transpose_w=transpose_w)
+        dw, db = _checks.add_into((gw, gb), (dw, db))
+        return dx, dw, db
+    dx2, dw, db = _linear_backward_2d(_rows(dy), _rows(x), w, b is not None, transpose_w, gw, gb)
     return dx2.reshape(x.shape), dw, db
 
 
@@ -369,23 +394,28 @@ def feed_forward(x, w1, b1, w2, b2, activation="gelu", return_saved=False):
     return y
 
 
-def feed_forward_backward(dy, x, w1, b1, w2, b2, saved=None, activation="gelu"):
+def feed_forward_backward(dy, x, w1, b1, w2, b2, saved=None, activation="gelu", grads_into=None):
     """Gradients of feed_forward: returns (dx, dw1, db1, dw2, db2) (db* None when the
-    bias is None). saved = h from the forward (None: recomputed)."""
+    bias is None). saved = h from the forward (None: recomputed). grads_into=(gw1, gb1, gw2,
+    gb2) (entries may be None): the parameter gradients are ADDED into these arrays in place
+    and returned as them (see matmul_backward)."""
     op = "ops.feed_forward_backward"
     code, x, w1, b1, w2, b2, d_ff, d_out = _check_ffn(op, x, w1, b1, w2, b2, activation)
     w1, w2 = _dense(w1, x.dtype), _dense(w2, x.dtype)  # PackedWeight: gradients w.r.t. the weights it holds
     dy = _check_grad(op, "dy", dy, x.shape[:-1] + (d_out,), x.dtype, "feed_forward(x, ...)")
     if saved is not None:
         saved = _check_grad(op, "saved", saved, x.shape[:-1] + (d_ff,), x.dtype, "h = x·w1 + b1")
+    into = _checks.grads_into(op, grads_into, (w1.shape, None if b1 is None else b1.shape,
+                                              w2.shape, None if b2 is None else b2.shape))
     if _checks.backend() == "numpy":
-        return reference.feed_forward_backward(dy, x, w1, b1, w2, b2, saved, activation=activation)
+        dx, *grads = reference.feed_forward_backward(dy, x, w1, b1, w2, b2, saved, activation=activation)
+        return (dx, *_checks.add_into(into, grads))
     x2 = _rows(x)
     dy2 = _rows(dy)
     M = x2.shape[0]
     h2 = _gemm(x2, w1, _bias(b1), M, d_ff) if saved is None else np.ascontiguousarray(saved).reshape(M, d_ff)
     a2 = _act_forward(code, h2)
-    da2, dw2, db2 = _linear_backward_2d(dy2, a2, w2, b2 is not None, False)
+    da2, dw2, db2 = _linear_backward_2d(dy2, a2, w2, b2 is not None, False, into[2], into[3])
     dh2 = _act_backward(code, da2, h2)
-    dx2, dw1, db1 = _linear_backward_2d(dh2, x2, w1, b1 is not None, False)
+    dx2, dw1, db1 = _linear_backward_2d(dh2, x2, w1, b1 is not None, False, into[0], into[1])
     return dx2.reshape(x.shape), dw1, db1, dw2, db2

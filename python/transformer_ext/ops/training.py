@@ -74,10 +74,11 @@ def embedding(ids, table, return_saved=False):
     return _ret(out, None, return_saved)
 
 
-def embedding_backward(dy, ids, table, saved=None):
+def embedding_backward(dy, ids, table, saved=None, grads_into=None):
     """dtable (V, d): dtable[v] = Σ_{positions p with ids[p] == v} dy[p] (repeated ids accumulate).
 
-    dy has shape ids.shape + (d,); table supplies (V, d) and the dtype."""
+    dy has shape ids.shape + (d,); table supplies (V, d) and the dtype. grads_into=(g,): the
+    scatter adds into g in place (no (V, d) temporary) and g is returned."""
     op = "ops.embedding_backward"
     table = _checks.as_float(op, "table", table, ndim=2)
     dy = _checks.as_float(op, "dy", dy, dtype=table.dtype)
@@ -88,10 +89,13 @@ def embedding_backward(dy, ids, table, saved=None):
             f"{op}: argument 'dy' has shape {_shape(dy)} but 'ids' has shape {_shape(ids)} and 'table' "
             f"has shape {_shape(table)} (expected dy of shape {_checks.shape_str(ids.shape + (d,))})"
         )
+    (into,) = _checks.grads_into(op, grads_into, ((V, d),))
     if _checks.backend() == "numpy":
-        return reference.embedding_backward(dy, ids, table, saved)
+        return _checks.add_into((into,), (reference.embedding_backward(dy, ids, table, saved),))[0]
+    if into is not None and not _checks.can_add_into(into, (V, d)):  # the kernel can't write it: a temporary
+        return _checks.add_into((into,), (embedding_backward(dy, ids, table),))[0]
     n = ids.size
-    dtable = np.zeros((V, d), dtype=np.float32)
+    dtable = np.zeros((V, d), dtype=np.float32) if into is None else into
     if n and d:
         _checks.core().embedding_backward(_checks.contiguous(dy).reshape(n, d), ids.reshape(n), dtable)
     return dtable
