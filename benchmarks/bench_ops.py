@@ -2,6 +2,7 @@
 """transformer_ext (C++), NumPy and PyTorch on the same op shapes, in one run.
 
     python benchmarks/bench_ops.py [--quick] [--ops matmul,attention] [--threads 1,2] [--json FILE]
+    python benchmarks/bench_ops.py --gemv [--threads 1,2] [--repeats N]   # decode GEMV, cold weights
 
 Reuses transformer_ext.bench (cases, timing, roofline) and adds a torch column when
 torch is importable (torch.set_num_threads matches each thread count).
@@ -12,6 +13,14 @@ own OpenMP runtime: on a 2-core machine the idle, spinning workers of one runtim
 the cores the other needs. If numbers still look distorted, run with
 OMP_WAIT_POLICY=passive (idle OpenMP workers sleep instead of spinning; it also makes
 every fork/join a little slower, for both).
+
+--gemv: the decoding GEMV (x (M, K) @ W, M = 1 and 4, GPT-2 small shapes) with the
+weights read from DRAM, not cache: each case cycles through copies of W totalling ≥ 300 MB
+(the L3 here is 105 MB), round-robin over the variants (dense W, W pre-packed fp32 and
+bf16, NumPy, torch) so drifts on a shared machine hit them alike. Reported as GB/s of
+weight bytes actually read (bf16 reads half), median of the samples, and as % of the
+read bandwidth `_core.probe_read` measures in the same process (best of 5 over 256 MiB).
+NumPy (threadpoolctl) and torch get the same thread count as transformer_ext.
 
 NumPy's BLAS: the header prints which OpenBLAS kernel NumPy runs (threadpoolctl).
 OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE in the environment can force a slower one; for a
@@ -156,6 +165,95 @@ def run_torch(cases, results, threads, peaks, repeats, min_time):
     return torch.__version__
 
 
+# ------------------------------------------------------------------ decode GEMV, cold weights
+
+GEMV_SHAPES = [(768, 2304, False), (768, 3072, False), (3072, 768, False), (768, 50257, True)]
+
+
+def _probe_read_gbs(core, reps=5) -> float:
+    buf = np.ones(64 << 20, np.float32)  # 256 MiB
+    core.probe_read(buf, 1)
+    best = 0.0
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        core.probe_read(buf, 1)
+        best = max(best, buf.nbytes / (time.perf_counter() - t0))
+    return best / 1e9
+
+
+def run_gemv(threads, repeats, Ms=(1, 4), total_bytes=300e6) -> list[dict]:
+    """Cold-weight GEMV table; returns one dict per (threads, M, shape)."""
+    from transformer_ext import _backend, ops
+    core = _backend.core
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        threadpool_limits = None
+    torch = None
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+    rng = np.random.default_rng(0)
+    rows = []
+    hdr = (f"{'thr':>3} {'M':>2} {'K':>5} {'N':>6} {'wT':>2} | {'dense':>5} {'fp32':>5} {'bf16':>5} "
+           f"{'numpy':>5} {'torch':>5} GB/s | {'fp32':>4} {'bf16':>4} %read | fp32/np bf16/np fp32/torch")
+    print(hdr)
+    saved = _backend.get_num_threads()
+    try:
+        for n in threads:
+            _backend.set_num_threads(n)
+            limit = threadpool_limits(n, user_api="blas") if threadpool_limits else None
+            if torch is not None:
+                torch.set_num_threads(n)
+            peak = _probe_read_gbs(core)
+            print(f"threads={n}: probe_read {peak:.1f} GB/s", flush=True)
+            for M in Ms:
+                for K, N, tr in GEMV_SHAPES:
+                    nbytes = K * N * 4
+                    copies = max(2, int(total_bytes // nbytes))
+                    ws = [rng.standard_normal((N, K) if tr else (K, N), dtype=np.float32) for _ in range(copies)]
+                    x = rng.standard_normal((M, K), dtype=np.float32)
+                    variants = {
+                        "dense": (lambda w: ops.matmul(x, w, transpose_w=tr), ws, nbytes),
+                        "fp32": (lambda w: ops.matmul(x, w), [ops.pack_weight(w, transpose_w=tr) for w in ws], nbytes),
+                        "bf16": (lambda w: ops.matmul(x, w),
+                                 [ops.pack_weight(w, transpose_w=tr, dtype="bf16") for w in ws], nbytes / 2),
+                        "numpy": ((lambda w: x @ w.T) if tr else (lambda w: x @ w), ws, nbytes),
+                    }
+                    if torch is not None:
+                        tws = [torch.from_numpy(w) for w in ws]
+                        tx_ = torch.from_numpy(x)
+                        variants["torch"] = ((lambda w: torch.nn.functional.linear(tx_, w)) if tr
+                                             else (lambda w: tx_ @ w), tws, nbytes)
+                    rates = {k: [] for k in variants}
+                    for f, arr, _ in variants.values():
+                        f(arr[0])  # warm-up
+                    i = 0
+                    for _ in range(repeats):
+                        for name, (f, arr, b) in variants.items():
+                            i = (i + 1) % copies
+                            t0 = time.perf_counter()
+                            f(arr[i])
+                            rates[name].append(b / (time.perf_counter() - t0) / 1e9)
+                    med = {k: float(np.median(v)) for k, v in rates.items()}
+                    row = {"threads": n, "M": M, "K": K, "N": N, "transpose_w": tr, "read_gbs": peak,
+                           "gbs": med}
+                    rows.append(row)
+                    g = lambda k: f"{med[k]:5.1f}" if k in med else "    -"
+                    ratio = lambda a, b: f"{med[a] / med[b]:5.2f}x" if b in med else "     -"
+                    print(f"{n:>3} {M:>2} {K:>5} {N:>6} {'T' if tr else 'N':>2} | {g('dense')} {g('fp32')} "
+                          f"{g('bf16')} {g('numpy')} {g('torch')}      | {100 * med['fp32'] / peak:4.0f} "
+                          f"{100 * med['bf16'] / peak:4.0f}       | {ratio('fp32', 'numpy')}  "
+                          f"{ratio('bf16', 'numpy')}  {ratio('fp32', 'torch')}", flush=True)
+                    del ws, variants
+                    gc.collect()
+            if limit is not None:
+                limit.restore_original_limits()
+    finally:
+        _backend.set_num_threads(saved)
+    print("bf16 GB/s counts the bytes read (half of fp32): equal GB/s = twice as fast.")
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ops", metavar="LIST", help="comma-separated ops (default: all), e.g. matmul,attention")
@@ -164,6 +262,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="smaller shapes, fewer repeats")
     ap.add_argument("--no-torch", action="store_true", help="skip the torch phase")
     ap.add_argument("--json", metavar="FILE", dest="json_path", help="write everything to FILE as JSON")
+    ap.add_argument("--gemv", action="store_true",
+                    help="only the decode GEMV table with weights from DRAM (see the module docstring)")
     args = ap.parse_args(argv)
 
     try:
@@ -175,6 +275,13 @@ def main(argv=None) -> int:
         ap.error("--repeats must be >= 1")
     repeats, min_time = bench.timing_defaults(args.quick, args.repeats)
     have_torch = not args.no_torch and importlib.util.find_spec("torch") is not None
+    if args.gemv:
+        rows = run_gemv(threads, args.repeats or (7 if args.quick else 25))
+        if args.json_path:
+            with open(args.json_path, "w") as fh:
+                json.dump({"gemv": rows}, fh, indent=1)
+            print(f"wrote {args.json_path}")
+        return 0
 
     print("phase 1: transformer_ext cpp and numpy backends", flush=True)
     report = bench.run(ops=args.ops, threads=threads, repeats=args.repeats, quick=args.quick,

@@ -10,7 +10,7 @@ from conftest import needs_core
 
 
 @needs_core
-@pytest.mark.parametrize("n", [1, 5, 63, 64, 65, 255, 256, 257, 1000, 12345])
+@pytest.mark.parametrize("n", [1, 5, 63, 64, 65, 255, 256, 257, 1000, 12345, 2 * 131072 + 12345])
 def test_probe_read_sums_every_element(isa, threads, n):
     x = (np.arange(n) % 7).astype(np.float32)
     for t in (1, 2):

@@ -26,7 +26,7 @@ from transformer_ext import ops
 from conftest import needs_core
 
 U = 2.0**-24
-MS = [1, 2, 7, 16, 17, 64, 200]
+MS = [1, 2, 3, 4, 5, 6, 7, 16, 17, 64, 200]
 KN = [(1, 1), (3, 17), (17, 63), (63, 65), (65, 129), (129, 3), (768, 63), (17, 768)]
 
 
@@ -130,6 +130,80 @@ def test_threads_bit_identical(isa, threads, dtype):
         y1 = ops.matmul(x, pw)
         threads(2)
         np.testing.assert_array_equal(ops.matmul(x, pw), y1)
+
+
+# GEMV path (M = 1..6): a thread walks groups of NP panels at once (NP = 12/6/4/3/2/2 for
+# M = 1..6 on AVX-512, 4/2/1... on AVX2/portable), the rest in halving groups; M = 7, 8
+# take the one-panel skinny path. N values
+# hit whole groups, every remainder size, a partial last panel and N < 32; K values the
+# odd bf16 tail row.
+GEMV_N = [1, 31, 32 * 12, 32 * 23 + 5, 32 * 22 + 17]
+GEMV_K = [1, 2, 3, 64, 129]
+
+
+@needs_core
+@pytest.mark.parametrize("K", GEMV_K)
+def test_gemv_path(isa, threads, K):
+    rng = np.random.default_rng(K)
+    core = tx._backend.core
+    for N in GEMV_N:
+        w = rng.standard_normal((K, N), dtype=np.float32)
+        b = rng.standard_normal(N, dtype=np.float32)
+        big = rng.standard_normal((8, K + 9), dtype=np.float32)
+        pw, pb, wr = ops.pack_weight(w), ops.pack_weight(w, dtype="bf16"), ops.bf16_round(w)
+        for M in (1, 2, 3, 4, 5, 6, 8):
+            x = big[:M, 3:3 + K]  # rows of a wider buffer (row stride != K)
+            xc = np.ascontiguousarray(x)
+            for bias in (b, None):
+                threads(1)
+                y32, y16 = ops.matmul(x, pw, bias), ops.matmul(x, pb, bias)
+                np.testing.assert_array_equal(y32, ops.matmul(xc, w, bias), err_msg=f"fp32 M={M} N={N}")
+                np.testing.assert_array_equal(y16, ops.matmul(xc, wr, bias), err_msg=f"bf16 M={M} N={N}")
+                threads(2)
+                np.testing.assert_array_equal(ops.matmul(x, pw, bias), y32)
+                np.testing.assert_array_equal(ops.matmul(x, pb, bias), y16)
+            # accumulate: c = x·W + b + c, the chain starting from (c + b)
+            c0 = rng.standard_normal((M, N), dtype=np.float32)
+            c = c0.copy()
+            core.gemm_packed(xc, pw.data, K, N, 0, b, c, True)
+            np.testing.assert_array_equal(c, ops.matmul(xc, w, (c0 + b)[0]) if M == 1 else c)
+            ref = xc.astype(np.float64) @ w + b + c0
+            assert np.all(np.abs(c - ref) <= bound(xc, w, K) + 8 * U * (np.abs(b) + np.abs(c0)))
+
+
+@needs_core
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_packed_gemm_across_blocks(isa, threads, dtype):
+    """M > 16 (the GEMM loop over packed panels): N across the NC block (1024 columns on
+    AVX-512), K across KC = 256, odd K; bit-identical to the unpacked product and across
+    thread counts."""
+    rng = np.random.default_rng(23)
+    for M, K, N in [(40, 300, 1100), (33, 257, 1025), (17, 5, 2049)]:
+        w = rng.standard_normal((K, N), dtype=np.float32)
+        x = rng.standard_normal((M, K), dtype=np.float32)
+        b = rng.standard_normal(N, dtype=np.float32)
+        pw = ops.pack_weight(w, dtype=dtype)
+        wref = w if dtype == "fp32" else ops.bf16_round(w)
+        threads(1)
+        y = ops.matmul(x, pw, b)
+        np.testing.assert_array_equal(y, ops.matmul(x, wref, b))
+        threads(2)
+        np.testing.assert_array_equal(ops.matmul(x, pw, b), y)
+
+
+@needs_core
+def test_gemv_nonfinite(isa):
+    """inf/nan in x or W propagate exactly as in the unpacked product (same FMA chains)."""
+    rng = np.random.default_rng(21)
+    w = rng.standard_normal((40, 100), dtype=np.float32)
+    w[3, 7] = np.inf
+    w[5, 50] = np.nan
+    x = rng.standard_normal((3, 40), dtype=np.float32)
+    x[1, 9] = -np.inf
+    for dtype, wref in (("fp32", w), ("bf16", ops.bf16_round(w))):
+        y = ops.matmul(x, ops.pack_weight(w, dtype=dtype))
+        np.testing.assert_array_equal(y, ops.matmul(x, wref))
+        assert np.isnan(y[:, 50]).all() and np.isnan(y[1]).any()
 
 
 @needs_core
