@@ -81,6 +81,39 @@ def test_batch_with_pairs_and_truncation(wp):
         assert row[-1] == sep and (row == sep).sum() == 2 and row[8 - mask.sum()] == wp.vocab["[CLS]"]
 
 
+@pytest.mark.parametrize("pairs", [False, True])
+@pytest.mark.parametrize("add_special", [True, False])
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize("padding", [False, "longest", "max_length"])
+def test_batch_vectorised_assembly_matches_per_row(wp, pairs, add_special, side, padding):
+    # encode_batch builds ids / attention_mask / token_type_ids with NumPy from one flat buffer
+    # (closed-form 'longest_first' truncation); encode_with_types does it row by row.
+    words = "the quick brown fox jumps over lazy dogs and cats running far away".split()
+    rnd = np.random.default_rng(0)
+    texts = [" ".join(rnd.choice(words, int(k))) for k in rnd.integers(0, 12, 40)]
+    other = [" ".join(rnd.choice(words, int(k))) for k in rnd.integers(0, 12, 40)] if pairs else None
+    for max_length in (3, 4, 7, 12, 30):
+        if not add_special and max_length < 3:
+            continue
+        out = wp.encode_batch(texts, other, padding=padding, max_length=max_length, truncation=True,
+                              padding_side=side, add_special_tokens=add_special)
+        rows = [wp.encode_with_types(t, other[i] if pairs else None, add_special, max_length, True)
+                for i, t in enumerate(texts)]
+        if not padding:
+            assert [x.tolist() for x in out["ids"]] == [r[0] for r in rows]
+            assert [x.tolist() for x in out["token_type_ids"]] == [r[1] for r in rows]
+            continue
+        for i, (ids, types) in enumerate(rows):
+            n = len(ids)
+            sl = slice(0, n) if side == "right" else slice(out.ids.shape[1] - n, None)
+            assert out.ids[i, sl].tolist() == ids and out.token_type_ids[i, sl].tolist() == types
+            assert out.attention_mask[i].sum() == n and out.attention_mask[i, sl].all()
+    with pytest.raises(TypeError, match=r"pairs\[1\] must be str, got int"):
+        wp.encode_batch(["a", "b"], ["c", 5])
+    with pytest.raises(TypeError, match=r"texts\[0\] must be str, got bytes"):
+        wp.encode_batch([b"a", "b"])
+
+
 def test_bad_input(wp, tmp_path):
     with pytest.raises(TypeError, match="must be str"):
         wp.encode(b"x")
@@ -181,5 +214,6 @@ def test_core_matches_reference_on_fixtures(wp):
     docs = HELD.split("\n\n")
     out = wp.encode_batch(docs)
     assert [list(x) for x in out["ids"]] == [wp.encode(d) for d in docs]
-    assert [a.tolist() for a in wp._core.encode_batch([d.encode() for d in docs], 2)] == \
-           [a.tolist() for a in wp._core.encode_batch([d.encode() for d in docs], 1)]
+    docs = docs * 6
+    a, b = wp.encode_flat(docs, n_threads=1), wp.encode_flat(docs, n_threads=2)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])

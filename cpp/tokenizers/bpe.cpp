@@ -219,11 +219,9 @@ void ByteLevelBPE::encode_ordinary(const char* s, size_t n, std::vector<int>& ou
   }
 }
 
-void ByteLevelBPE::encode_with_cache(const std::string& text, std::vector<int>& out, Cache* cache, bool lock,
-                                     const Cache* shared) {
+void ByteLevelBPE::encode_with_cache(std::string_view text, std::vector<int>& out, Cache* cache,
+                                     const Cache* shared) const {
   std::vector<std::pair<uint32_t, uint32_t>> pieces;
-  std::unique_lock<std::shared_mutex> g(cache_mu_, std::defer_lock);
-  if (lock) g.lock();
   const char* s = text.data();
   size_t n = text.size(), pos = 0;
   if (specials_.empty()) { encode_ordinary(s, n, out, cache, pieces, shared); return; }
@@ -249,42 +247,20 @@ void ByteLevelBPE::encode_with_cache(const std::string& text, std::vector<int>& 
 std::vector<int> ByteLevelBPE::encode(const std::string& text, bool use_cache) {
   std::vector<int> out;
   out.reserve(text.size() / 3 + 4);
-  encode_with_cache(text, out, use_cache ? &cache_ : nullptr, use_cache);
+  if (!use_cache) {
+    encode_with_cache(text, out, nullptr);
+    return out;
+  }
+  std::unique_lock<std::shared_mutex> g(cache_mu_);
+  encode_with_cache(text, out, &cache_);
   return out;
 }
 
-std::vector<std::vector<int>> ByteLevelBPE::encode_batch(const std::vector<std::string>& texts, int n_threads) {
-  std::vector<std::vector<int>> out(texts.size());
-  size_t total = 0;
-  for (const auto& t : texts) total += t.size();
-  if (n_threads < 1) n_threads = 1;
-  if (size_t(n_threads) > texts.size()) n_threads = int(texts.size());
-  if (total < 4096) n_threads = 1;
-  if (n_threads <= 1) {
-    for (size_t i = 0; i < texts.size(); ++i) encode_with_cache(texts[i], out[i], &cache_, true);
-    return out;
-  }
-  // Each thread takes texts in a strided order, reads the shared cache (read-only under a
-  // shared lock) and adds new words to its own cache, merged back afterwards. The output is
-  // independent of the thread count because BPE is deterministic per word.
-  std::vector<Cache> local(static_cast<size_t>(n_threads));
-  {
-    std::shared_lock<std::shared_mutex> g(cache_mu_);
-    std::vector<std::thread> pool;
-    for (int t = 0; t < n_threads; ++t) {
-      pool.emplace_back([&, t] {
-        for (size_t i = size_t(t); i < texts.size(); i += size_t(n_threads))
-          encode_with_cache(texts[i], out[i], &local[size_t(t)], false, &cache_);
-      });
-    }
-    for (auto& th : pool) th.join();
-  }
-  std::unique_lock<std::shared_mutex> g(cache_mu_);
-  for (auto& c : local) {
-    if (cache_.size() + c.size() > (1u << 20)) break;
-    for (auto& kv : c) cache_.emplace(kv.first, std::move(kv.second));
-  }
-  return out;
+void ByteLevelBPE::encode_batch(const TextRef* texts, size_t n, int n_threads, FlatIds& out) {
+  encode_batch_cached(cache_mu_, cache_, texts, n, n_threads, out,
+                      [&](std::string_view t, std::vector<int>& o, Cache& c, const Cache* shared) {
+                        encode_with_cache(t, o, &c, shared);
+                      });
 }
 
 std::string ByteLevelBPE::decode(const int* ids, size_t n) const {

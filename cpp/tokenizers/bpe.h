@@ -5,10 +5,13 @@
 #include <mutex>
 #include <shared_mutex>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <unordered_map>
 #include <utility>
 #include <vector>
+
+#include "batch.h"
 
 namespace tx { namespace tok {
 
@@ -30,7 +33,8 @@ class ByteLevelBPE {
                const std::vector<std::tuple<int, int, int>>& merges,
                std::vector<std::pair<std::string, int>> specials);
   std::vector<int> encode(const std::string& text, bool use_cache = true);
-  std::vector<std::vector<int>> encode_batch(const std::vector<std::string>& texts, int n_threads);
+  // All texts into one flat buffer (see batch.h), on n_threads threads; identical for any count.
+  void encode_batch(const TextRef* texts, size_t n, int n_threads, FlatIds& out);
   std::string decode(const int* ids, size_t n) const;  // throws std::out_of_range on bad id
   size_t vocab_size() const { return token_bytes_.size(); }
   void clear_cache();
@@ -40,8 +44,8 @@ class ByteLevelBPE {
   void encode_ordinary(const char* s, size_t n, std::vector<int>& out, Cache* cache,
                        std::vector<std::pair<uint32_t, uint32_t>>& pieces, const Cache* shared) const;
   void bpe_piece(const char* s, size_t n, std::vector<int>& out) const;
-  void encode_with_cache(const std::string& text, std::vector<int>& out, Cache* cache, bool lock,
-                         const Cache* shared = nullptr);
+  void encode_with_cache(std::string_view text, std::vector<int>& out, Cache* cache,
+                         const Cache* shared = nullptr) const;
   bool lookup_merge(int a, int b, int& rank, int& merged) const {
     auto it = merges_.find((uint64_t(uint32_t(a)) << 32) | uint32_t(b));
     if (it == merges_.end()) return false;

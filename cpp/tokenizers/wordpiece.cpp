@@ -138,8 +138,15 @@ void WordPiece::for_each_word(const char* str, size_t n, F&& f) const {
   std::string piece;
   auto flush = [&]() {
     if (word.empty()) return;
-    if (opt_.lowercase) lower_word(word);
-    if (opt_.strip_accents) strip_accents(word);
+    bool ascii = true;
+    for (uint32_t c : word) ascii &= c < 0x80;
+    if (ascii) {  // fast path: ASCII has no accents, and lower-casing is A-Z only (no allocation)
+      if (opt_.lowercase)
+        for (uint32_t& c : word) c += (c >= 'A' && c <= 'Z') ? 32 : 0;
+    } else {
+      if (opt_.lowercase) lower_word(word);
+      if (opt_.strip_accents) strip_accents(word);
+    }
     piece.clear();
     size_t chars = 0;
     for (uint32_t c : word) {
@@ -223,14 +230,22 @@ void WordPiece::encode_segment(const char* s, size_t n, std::vector<int>& out, C
   for_each_word(s, n, [&](const std::string& w, size_t chars) { wordpiece(w, chars, out, cache, shared); });
 }
 
-void WordPiece::encode_text(const std::string& text, std::vector<int>& out, Cache& cache, const Cache* shared) const {
+void WordPiece::encode_text(std::string_view text, std::vector<int>& out, Cache& cache, const Cache* shared) const {
   size_t pos = 0, n = text.size();
+  // Next occurrence of each special, re-searched only once passed: linear in the number of
+  // occurrences (searching every special again after each hit would be quadratic).
+  size_t nxt_small[16];
+  std::vector<size_t> nxt_big;
+  const size_t n_sp = specials_.size();
+  size_t* nxt = nxt_small;
+  if (n_sp > 16) { nxt_big.resize(n_sp); nxt = nxt_big.data(); }
+  for (size_t k = 0; k < n_sp; ++k) nxt[k] = specials_[k].first.empty() ? std::string::npos : text.find(specials_[k].first, 0);
   while (pos < n) {
     size_t best = std::string::npos;
     int best_k = -1;
-    for (size_t k = 0; k < specials_.size(); ++k) {
-      size_t f = text.find(specials_[k].first, pos);
-      if (f < best) { best = f; best_k = int(k); }
+    for (size_t k = 0; k < n_sp; ++k) {
+      if (nxt[k] != std::string::npos && nxt[k] < pos) nxt[k] = text.find(specials_[k].first, pos);
+      if (nxt[k] < best) { best = nxt[k]; best_k = int(k); }
     }
     if (best_k < 0) { encode_segment(text.data() + pos, n - pos, out, cache, shared); return; }
     encode_segment(text.data() + pos, best - pos, out, cache, shared);
@@ -246,36 +261,11 @@ std::vector<int> WordPiece::encode(const std::string& text) {
   return out;
 }
 
-std::vector<std::vector<int>> WordPiece::encode_batch(const std::vector<std::string>& texts, int n_threads) {
-  std::vector<std::vector<int>> out(texts.size());
-  size_t total = 0;
-  for (const auto& t : texts) total += t.size();
-  if (n_threads < 1 || total < 4096) n_threads = 1;
-  if (size_t(n_threads) > texts.size()) n_threads = int(texts.size());
-  if (n_threads <= 1) {
-    std::unique_lock<std::shared_mutex> g(mu_);
-    for (size_t i = 0; i < texts.size(); ++i) encode_text(texts[i], out[i], cache_);
-    return out;
-  }
-  // Threads read the shared cache (shared lock) and fill their own; merged afterwards.
-  std::vector<Cache> local(static_cast<size_t>(n_threads));
-  {
-    std::shared_lock<std::shared_mutex> g(mu_);
-    std::vector<std::thread> pool;
-    for (int t = 0; t < n_threads; ++t) {
-      pool.emplace_back([&, t] {
-        for (size_t i = size_t(t); i < texts.size(); i += size_t(n_threads))
-          encode_text(texts[i], out[i], local[size_t(t)], &cache_);
-      });
-    }
-    for (auto& th : pool) th.join();
-  }
-  std::unique_lock<std::shared_mutex> g(mu_);
-  for (auto& c : local) {
-    if (cache_.size() + c.size() > (1u << 20)) break;
-    for (auto& kv : c) cache_.emplace(kv.first, std::move(kv.second));
-  }
-  return out;
+void WordPiece::encode_batch(const TextRef* texts, size_t n, int n_threads, FlatIds& out) {
+  encode_batch_cached(mu_, cache_, texts, n, n_threads, out,
+                      [&](std::string_view t, std::vector<int>& o, Cache& c, const Cache* shared) {
+                        encode_text(t, o, c, shared);
+                      });
 }
 
 }}  // namespace tx::tok

@@ -5,9 +5,12 @@
 #include <cstdint>
 #include <shared_mutex>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <utility>
 #include <vector>
+
+#include "batch.h"
 
 namespace tx { namespace tok {
 
@@ -25,14 +28,15 @@ class WordPiece {
             std::vector<std::pair<std::string, int>> specials);
   // Word-piece ids of a text (no [CLS]/[SEP]); special tokens in the text are kept whole.
   std::vector<int> encode(const std::string& text);
-  std::vector<std::vector<int>> encode_batch(const std::vector<std::string>& texts, int n_threads);
+  // All texts into one flat buffer (see batch.h), on n_threads threads; identical for any count.
+  void encode_batch(const TextRef* texts, size_t n, int n_threads, FlatIds& out);
   // The basic tokeniser's words (UTF-8), for tests.
   std::vector<std::string> basic_tokenize(const std::string& text) const;
 
  private:
   using Cache = std::unordered_map<std::string, std::vector<int>>;
   void encode_segment(const char* s, size_t n, std::vector<int>& out, Cache& cache, const Cache* shared) const;
-  void encode_text(const std::string& text, std::vector<int>& out, Cache& cache, const Cache* shared = nullptr) const;
+  void encode_text(std::string_view text, std::vector<int>& out, Cache& cache, const Cache* shared = nullptr) const;
   void wordpiece(const std::string& word, size_t n_chars, std::vector<int>& out, Cache& cache,
                  const Cache* shared) const;
   template <class F> void for_each_word(const char* s, size_t n, F&& f) const;

@@ -112,21 +112,26 @@ class ByteLevelBPETokenizer:
         """The pure-Python path (test oracle)."""
         return reference.bpe_encode(self._prep(text, "encode"), self.vocab, self.ranks, self.special_tokens)
 
-    def _encode_many(self, texts):
-        if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
-            raise TypeError(f"encode_batch: texts must be a list of str, got {type(texts).__name__}")
-        texts = [self._prep(t, "ByteLevelBPETokenizer.encode_batch") for t in texts]
+    def encode_flat(self, texts: Sequence[str], n_threads: int | None = None):
+        """All texts at once -> (ids int32/int64 (total,), offsets int64 (n + 1,)): text i's ids are
+        ``ids[offsets[i]:offsets[i + 1]]``. C++ on ``n_threads`` threads (default
+        ``tx.get_num_threads()``), GIL released; the result does not depend on the thread count."""
+        where = "ByteLevelBPETokenizer.encode_batch"
+        texts = _base.batch_texts(texts, where, self.normalization)
         if self._core is not None:
-            return self._core.encode_batch([t.encode("utf-8", "surrogatepass") for t in texts])
-        return [self.encode(t) for t in texts]
+            return self._core.encode_batch(texts, int(n_threads or 0), where)
+        _base.check_batch_types(texts, where)
+        return _base.flatten([self.encode(t) for t in texts])
 
     def encode_batch(self, texts: Sequence[str], padding=False, max_length=None, truncation=False,
                      padding_side="right") -> BatchEncoding:
         """Encode several texts (on threads, GIL released). Pads with ``pad_token`` if set, else
-        id 0 (masked out by ``attention_mask`` either way)."""
-        seqs = self._encode_many(texts)
+        id 0 (masked out by ``attention_mask`` either way). ``padding`` False: lists of 1-D
+        arrays; "longest" / "max_length": (batch, length) int64 arrays."""
+        _base.check_padding(padding, max_length, truncation, padding_side)
+        flat, offsets = self.encode_flat(texts)
         pad_id = self.vocab.get(self.pad_token, 0) if self.pad_token else 0
-        return _base.pad_batch(seqs, pad_id, padding, max_length, truncation, padding_side)
+        return _base.batch_from_flat(flat, offsets, pad_id, padding, max_length, truncation, padding_side)
 
     def decode_bytes(self, ids) -> bytes:
         arr = np.asarray(ids)

@@ -1,4 +1,4 @@
-"""Load a Hugging Face ``tokenizer.json`` (BPE with byte-level pre-tokeniser, or WordPiece)."""
+"""Load a Hugging Face ``tokenizer.json`` (BPE with byte-level pre-tokeniser, WordPiece, Unigram)."""
 from __future__ import annotations
 
 import json
@@ -65,4 +65,68 @@ def load_tokenizer_json(path, **kwargs):
                                   max_input_chars_per_word=model.get("max_input_chars_per_word", 100),
                                   continuing_prefix=model.get("continuing_subword_prefix", "##"),
                                   source=str(path), **kwargs)
-    raise ValueError(f"{path}: unsupported tokenizer.json model type {kind!r} (supported: BPE, WordPiece)")
+    if kind == "Unigram":
+        return _load_unigram(path, spec, model, specials, kwargs)
+    raise ValueError(f"{path}: unsupported tokenizer.json model type {kind!r} (supported: BPE, WordPiece, Unigram)")
+
+
+def _normalization_of(node):
+    """NFC / NFKC / ... (or a Sequence of one of them) -> that form; None -> None; else False."""
+    if not node:
+        return None
+    t = node.get("type")
+    if t in ("NFC", "NFKC", "NFD", "NFKD"):
+        return t
+    if t == "Sequence":
+        forms = [_normalization_of(n) for n in node.get("normalizers") or ()]
+        forms = [f for f in forms if f is not None]
+        if len(forms) == 1 and forms[0]:
+            return forms[0]
+        return None if not forms else False
+    return False
+
+
+def _load_unigram(path, spec, model, specials, kwargs):
+    """Unigram model + Metaspace pre-tokeniser (alone: Hugging Face's split on ' ' only; after
+    WhitespaceSplit: every whitespace, this project's default). Ids are kept as in the file."""
+    from .unigram import SPACE, UnigramTokenizer
+    if model.get("byte_fallback"):
+        raise ValueError(f"{path}: Unigram byte_fallback=true is not supported")
+    pre = spec.get("pre_tokenizer") or {}
+    seq = pre.get("pretokenizers") if pre.get("type") == "Sequence" else [pre]
+    types = [p.get("type") for p in seq or ()]
+    if not types or types[-1] != "Metaspace" or any(t not in ("WhitespaceSplit", "Metaspace") for t in types) \
+            or types.count("Metaspace") != 1:
+        raise ValueError(f"{path}: Unigram needs a Metaspace pre_tokenizer (optionally after WhitespaceSplit), "
+                         f"got {json.dumps(pre)[:120]}")
+    ms = seq[-1]
+    if ms.get("replacement", SPACE) != SPACE:
+        raise ValueError(f"{path}: Metaspace replacement {ms.get('replacement')!r} is not supported (only {SPACE!r})")
+    scheme = ms.get("prepend_scheme")
+    if scheme is None:  # older files: add_prefix_space
+        scheme = "always" if ms.get("add_prefix_space", True) else "never"
+    if "WhitespaceSplit" in types:
+        if scheme != "always":
+            raise ValueError(f"{path}: WhitespaceSplit + Metaspace needs prepend_scheme 'always', got {scheme!r}")
+        pt = {"type": "whitespace"}
+    else:
+        pt = {"type": "metaspace", "split": bool(ms.get("split", True)), "prepend_scheme": scheme}
+    normalization = kwargs.get("normalization")
+    if normalization is None:
+        normalization = _normalization_of(spec.get("normalizer"))
+        if normalization is False:
+            warnings.warn(f"{path}: normalizer {json.dumps(spec.get('normalizer'))[:80]} is not reproduced "
+                          f"(only NFC / NFKC / NFD / NFKD)", stacklevel=3)
+            normalization = None
+    post = (spec.get("post_processor") or {}).get("type")
+    if post is not None:
+        warnings.warn(f"{path}: post_processor {post!r} is ignored (no special tokens are added)", stacklevel=3)
+    vocab = model.get("vocab")
+    if not isinstance(vocab, list):
+        raise ValueError(f"{path}: model.vocab must be a list of [piece, score]")
+    unk_id = model.get("unk_id")
+    if unk_id is None:
+        raise ValueError(f"{path}: Unigram model without unk_id is not supported")
+    return UnigramTokenizer.from_vocab_list([tuple(v) if isinstance(v, list) else v for v in vocab], unk_id,
+                                            specials, normalization=normalization, pretokenizer=pt,
+                                            source=str(path))

@@ -7,7 +7,7 @@ import os
 
 def from_pretrained(directory: str, **kwargs):
     """Load a tokenizer from ``directory``. Looks, in order, for the project's own metadata file,
-    a Hugging Face ``tokenizer.json`` (BPE or WordPiece models), ``vocab.json`` + ``merges.txt``
+    a Hugging Face ``tokenizer.json`` (BPE, WordPiece or Unigram models), ``vocab.json`` + ``merges.txt``
     (GPT-2 byte-level BPE), ``vocab.txt`` (BERT WordPiece)."""
     from .bpe import META_FILE, ByteLevelBPETokenizer
 

@@ -14,6 +14,10 @@ Encoding: text split on whitespace, each word prefixed with ``▁`` (U+2581), Vi
 segmentation; a character not in the vocabulary becomes ``<unk>``. Decoding joins pieces and
 turns ``▁`` back into spaces: lossy only in that whitespace runs (tabs, newlines) become single
 spaces and leading/trailing whitespace is dropped, as SentencePiece's default normaliser does.
+
+A Hugging Face ``tokenizer.json`` with a Unigram model (``from_pretrained``) keeps its own ids and
+its Metaspace pre-tokeniser (``pretokenizer={"type": "metaspace", ...}``): only ' ' becomes ``▁``
+and starts a new word; tabs and newlines stay inside words, as in Hugging Face.
 """
 from __future__ import annotations
 
@@ -72,22 +76,61 @@ def _words(text: str) -> list[str]:
     return [SPACE + w for w in text.split()]
 
 
+def _check_pretokenizer(pt):
+    pt = dict(pt or {"type": "whitespace"})
+    if pt.get("type") not in ("whitespace", "metaspace"):
+        raise ValueError(f"pretokenizer type must be 'whitespace' or 'metaspace', got {pt.get('type')!r}")
+    if pt.get("prepend_scheme", "always") not in ("always", "never", "first"):
+        raise ValueError(f"pretokenizer prepend_scheme must be always / never / first, got {pt['prepend_scheme']!r}")
+    return pt
+
+
+def _pretokenize(seg: str, pt: dict, at_start: bool) -> list[str]:
+    """Words of one text segment (between special tokens). "whitespace": str.split() with ``▁``
+    prefixes; "metaspace": Hugging Face's Metaspace (' ' -> ``▁``, ``▁`` prepended per
+    prepend_scheme unless already there, a new word at every ``▁``)."""
+    if pt["type"] == "whitespace":
+        return _words(seg)
+    if not seg:
+        return []
+    t = seg.replace(" ", SPACE)
+    scheme = pt.get("prepend_scheme", "always")
+    if (scheme == "always" or (scheme == "first" and at_start)) and not t.startswith(SPACE):
+        t = SPACE + t
+    if not pt.get("split", True):
+        return [t]
+    out, start = [], 0
+    for k in range(1, len(t)):
+        if t[k] == SPACE:
+            out.append(t[start:k]); start = k
+    out.append(t[start:])
+    return out
+
+
 class UnigramTokenizer:
     kind = "unigram"
 
     def __init__(self, pieces: Sequence[tuple[str, float]] | None = None, special_tokens: Sequence[str] = (),
-                 unk_token: str = "<unk>", normalization=None):
+                 unk_token: str = "<unk>", normalization=None, pretokenizer: dict | None = None):
         self.normalization = _base.check_normalization(normalization)
         self.unk_token = unk_token
+        self.pretokenizer = _check_pretokenizer(pretokenizer)
         self._set(list(pieces or []), list(special_tokens))
 
     def _set(self, pieces, special_tokens):
-        self.special_tokens_list = [s for s in dict.fromkeys(special_tokens) if s != self.unk_token]
-        toks = [self.unk_token] + self.special_tokens_list
-        self.pieces = [(p, float(s)) for p, s in pieces if p not in toks]
-        self.vocab = {t: i for i, t in enumerate(toks)}
-        for p, _ in self.pieces:
-            self.vocab[p] = len(self.vocab)
+        """Ids: <unk> 0, the special tokens, then the pieces in order."""
+        specials = [s for s in dict.fromkeys(special_tokens) if s != self.unk_token]
+        toks = [self.unk_token] + specials
+        pieces = [(p, float(s)) for p, s in pieces if p not in toks]
+        vocab = {t: i for i, t in enumerate(toks)}
+        for p, _ in pieces:
+            vocab.setdefault(p, len(vocab))
+        self._install(vocab, pieces, specials)
+
+    def _install(self, vocab, pieces, specials):
+        self.special_tokens_list = list(specials)
+        self.pieces = pieces
+        self.vocab = vocab
         self.id_to_token = {i: t for t, i in self.vocab.items()}
         self.special_tokens = {s: self.vocab[s] for s in self.special_tokens_list}
         self._logp = {p: s for p, s in self.pieces}
@@ -96,8 +139,43 @@ class UnigramTokenizer:
         core = _base.core()
         self._core = None
         if core is not None and hasattr(core, "Unigram"):
-            self._core = core.Unigram([(p.encode("utf-8", "surrogatepass"), sc, self.vocab[p]) for p, sc in self.pieces],
-                                      self.vocab[self.unk_token])
+            enc = lambda t: t.encode("utf-8", "surrogatepass")  # noqa: E731
+            pt = self.pretokenizer
+            try:
+                self._core = core.Unigram([(enc(p), sc, self.vocab[p]) for p, sc in self.pieces],
+                                          self.vocab[self.unk_token],
+                                          [(enc(t), i) for t, i in self.special_tokens.items()],
+                                          0 if pt["type"] == "whitespace" else 1, bool(pt.get("split", True)),
+                                          {"never": 0, "always": 1, "first": 2}[pt.get("prepend_scheme", "always")])
+            except TypeError:  # a core built before specials / pre-tokeniser options
+                self._core = None
+
+    @classmethod
+    def from_vocab_list(cls, vocab: Sequence[tuple[str, float]], unk_id: int, special_tokens: Sequence[str] = (),
+                        normalization=None, pretokenizer: dict | None = None, source: str = "vocab"):
+        """Ids as given: token i is ``vocab[i]`` = (piece, log-probability) — Hugging Face's and
+        SentencePiece's layout. ``special_tokens`` are matched whole first; neither they nor the
+        unknown token take part in Viterbi (an unknown character still becomes the unknown id)."""
+        tok = cls.__new__(cls)
+        tok.normalization = _base.check_normalization(normalization)
+        tok.pretokenizer = _check_pretokenizer(pretokenizer)
+        if not (isinstance(unk_id, int) and 0 <= unk_id < len(vocab)):
+            raise ValueError(f"{source}: unk_id {unk_id!r} is not an id of the {len(vocab)}-piece vocabulary")
+        ids = {}
+        for i, item in enumerate(vocab):
+            if not (isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], str)
+                    and isinstance(item[1], (int, float)) and not isinstance(item[1], bool)):
+                raise ValueError(f"{source}: vocab[{i}] must be [piece, score], got {item!r}")
+            ids.setdefault(item[0], i)
+        tok.unk_token = vocab[unk_id][0]
+        specials = [s for s in dict.fromkeys(special_tokens) if s != tok.unk_token]
+        for s in specials:
+            if s not in ids:
+                raise ValueError(f"{source}: unknown special token {s!r}: not in the vocabulary")
+        fixed = set(specials) | {tok.unk_token}
+        pieces = [(p, float(sc)) for i, (p, sc) in enumerate(vocab) if p not in fixed and ids[p] == i]
+        tok._install(ids, pieces, specials)
+        return tok
 
     @property
     def vocab_size(self) -> int:
@@ -142,9 +220,10 @@ class UnigramTokenizer:
         if not self.special_tokens:
             return [text]
         order = sorted(self.special_tokens, key=len, reverse=True)
+        first = {s[0] for s in order}
         out, i, start = [], 0, 0
         while i < len(text):
-            hit = next((s for s in order if text.startswith(s, i)), None)
+            hit = next((s for s in order if text.startswith(s, i)), None) if text[i] in first else None
             if hit is None:
                 i += 1
                 continue
@@ -155,20 +234,29 @@ class UnigramTokenizer:
 
     def encode(self, text: str, use_core: bool = True) -> list[int]:
         text = _base.normalize(check_text(text, "UnigramTokenizer.encode"), self.normalization)
+        if self._core is not None and use_core:  # specials, word split and Viterbi all in C++
+            return self._core.encode(text.encode("utf-8", "surrogatepass")).tolist()
         ids = []
-        for seg in self._split_specials(text):
+        for k, seg in enumerate(self._split_specials(text)):
             if isinstance(seg, tuple):
                 ids.append(self.special_tokens[seg[0]]); continue
-            if self._core is not None and use_core:
-                ids.extend(self._core.encode(seg.encode("utf-8", "surrogatepass")).tolist())
-                continue
-            for w in _words(seg):
+            for w in _pretokenize(seg, self.pretokenizer, at_start=k == 0):
                 ids.extend(self._viterbi(w))
         return ids
 
     def encode_reference(self, text: str) -> list[int]:
         """The pure-Python Viterbi (test oracle)."""
         return self.encode(text, use_core=False)
+
+    def encode_flat(self, texts: Sequence[str], n_threads: int | None = None):
+        """All texts -> (ids, offsets (n + 1,)); C++ on threads (default ``tx.get_num_threads()``),
+        GIL released, same result for any thread count."""
+        where = "UnigramTokenizer.encode_batch"
+        texts = _base.batch_texts(texts, where, self.normalization)
+        if self._core is not None:
+            return self._core.encode_batch(texts, int(n_threads or 0), where)
+        _base.check_batch_types(texts, where)
+        return _base.flatten([self.encode(t) for t in texts])
 
     def tokenize(self, text: str) -> list[str]:
         return [self.id_to_token[i] for i in self.encode(text)]
@@ -183,13 +271,17 @@ class UnigramTokenizer:
             if t is None:
                 raise ValueError(f"token id {i} is out of range")
             out.append(t)
-        return "".join(out).replace(SPACE, " ").lstrip(" ")
+        text = "".join(out).replace(SPACE, " ")
+        if self.pretokenizer["type"] == "metaspace":  # Hugging Face's Metaspace decoder: drop the one prepended space
+            scheme = self.pretokenizer.get("prepend_scheme", "always")
+            return text[1:] if scheme != "never" and text.startswith(" ") else text
+        return text.lstrip(" ")
 
     def encode_batch(self, texts, padding=False, max_length=None, truncation=False, padding_side="right"):
-        if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
-            raise TypeError(f"encode_batch: texts must be a list of str, got {type(texts).__name__}")
-        return _base.pad_batch([self.encode(t) for t in texts], 0,
-                               padding, max_length, truncation, padding_side)
+        """Pads with id 0 (``<unk>`` here; masked out by ``attention_mask``)."""
+        _base.check_padding(padding, max_length, truncation, padding_side)
+        flat, offsets = self.encode_flat(texts)
+        return _base.batch_from_flat(flat, offsets, 0, padding, max_length, truncation, padding_side)
 
     # ------------------------------------------------------------------ training
     def train(self, files_or_iterator, vocab_size: int, special_tokens: Sequence[str] = (),
@@ -215,26 +307,35 @@ class UnigramTokenizer:
         if target < len(chars):
             raise ValueError(f"train: vocab_size={vocab_size} is below the {len(chars)} distinct characters "
                              f"+ {n_fixed} special tokens")
+        core = None if use_reference else _base.core()
+        if core is not None and not hasattr(core, "unigram_substrings"):
+            core = None
         # Seed: frequent substrings (counted once per word occurrence position, weighted).
-        sub = Counter()
-        for w, c in words:
-            n = len(w)
-            for s in range(n):
-                for e in range(s + 2, min(n, s + max_piece_length) + 1):
-                    sub[w[s:e]] += c
+        if core is not None:
+            subs, sub_f = core.unigram_substrings([w for w, _ in words], [c for _, c in words], max_piece_length, 2)
+            sub = dict(zip(subs, sub_f.tolist()))
+        else:
+            sub = Counter()
+            for w, c in words:
+                n = len(w)
+                for s in range(n):
+                    for e in range(s + 2, min(n, s + max_piece_length) + 1):
+                        sub[w[s:e]] += c
         seed_size = seed_size or max(10 * target, 2000)
-        seeds = [(p, f * len(p)) for p, f in sub.items() if f >= 2 and _valid_piece(p)]
-        seeds.sort(key=lambda x: (-x[1], x[0]))
-        seeds = seeds[:seed_size]
+        cands = [(p, f * len(p)) for p, f in sub.items() if f >= 2]
+        cands.sort(key=lambda x: (-x[1], x[0]))
+        seeds = []
+        for p, sc in cands:  # validity checked lazily, best first: same as filtering all
+            if _valid_piece(p):
+                seeds.append((p, sc))
+                if len(seeds) == seed_size:
+                    break
         freq = dict(chars)
         freq.update({p: sub[p] for p, _ in seeds})
         total = sum(freq.values())
         logp = {p: math.log(f / total) for p, f in freq.items()}
         required = set(chars)
 
-        core = None if use_reference else _base.core()
-        if core is not None and not hasattr(core, "unigram_estep"):
-            core = None
         if core is not None:
             word_bytes = [w.encode("utf-8", "surrogatepass") for w, _ in words]
             word_counts = [c for _, c in words]
@@ -243,7 +344,7 @@ class UnigramTokenizer:
             if core is not None:
                 items = list(logp.items())
                 exp, loglik = core.unigram_estep([(p.encode("utf-8", "surrogatepass"), v) for p, v in items],
-                                                 word_bytes, word_counts)
+                                                 word_bytes, word_counts, 0)  # 0: tx.get_num_threads()
                 return dict(zip((p for p, _ in items), exp.tolist())), loglik
             M = max(len(p) for p in logp)
             expected = Counter()
@@ -298,17 +399,20 @@ class UnigramTokenizer:
             if len(logp) <= target:
                 break
             # Prune: loss of removing p = expected(p) * (logp(p) - best alternative segmentation).
-            tmp = UnigramTokenizer()
             scored = []
             freqs = expected
-            for p, lp in logp.items():
-                if p in required:
-                    continue
-                tmp._logp = {k: v for k, v in ((p2, logp[p2]) for p2 in _alt_candidates(p, logp)) if k != p}
-                tmp._max_len = len(p)
-                alt = _best_score(p, tmp._logp)
-                loss = freqs.get(p, 0.0) * (lp - alt)
-                scored.append((loss, p))
+            if core is not None and hasattr(core, "unigram_alt_scores"):
+                items = list(logp.items())
+                alts = core.unigram_alt_scores([(p.encode("utf-8", "surrogatepass"), v) for p, v in items]).tolist()
+                for (p, lp), alt in zip(items, alts):
+                    if p not in required:
+                        scored.append((freqs.get(p, 0.0) * (lp - alt), p))
+            else:
+                for p, lp in logp.items():
+                    if p in required:
+                        continue
+                    alt = _best_score(p, {k: logp[k] for k in _alt_candidates(p, logp) if k != p})
+                    scored.append((freqs.get(p, 0.0) * (lp - alt), p))
             scored.sort(key=lambda x: (-x[0], x[1]))
             keep = max(target - len(required), int((len(logp)) * shrinking_factor) - len(required))
             keep = max(keep, target - len(required))
@@ -322,9 +426,15 @@ class UnigramTokenizer:
     def save(self, directory: str) -> list[str]:
         os.makedirs(directory, exist_ok=True)
         path = os.path.join(directory, "unigram.json")
+        by_id = sorted(self.vocab.items(), key=lambda kv: kv[1])
+        spec = {"unk_token": self.unk_token, "special_tokens": self.special_tokens_list, "pieces": self.pieces,
+                "pretokenizer": self.pretokenizer}
+        if [i for _, i in by_id] == list(range(len(by_id))):
+            # the exact id layout (token i = vocab[i]; specials score 0), e.g. from a tokenizer.json
+            spec["vocab"] = [[t, self._logp.get(t, 0.0)] for t, _ in by_id]
+            spec["unk_id"] = self.vocab[self.unk_token]
         with open(path, "w", encoding="utf-8") as f:
-            json.dump({"unk_token": self.unk_token, "special_tokens": self.special_tokens_list,
-                       "pieces": self.pieces}, f, ensure_ascii=False)
+            json.dump(spec, f, ensure_ascii=False)
         mp = os.path.join(directory, META_FILE)
         with open(mp, "w", encoding="utf-8") as f:
             json.dump({"type": "UnigramTokenizer", "normalization": self.normalization}, f)
@@ -343,11 +453,16 @@ class UnigramTokenizer:
         if os.path.exists(mp):
             with open(mp, encoding="utf-8") as f:
                 meta = json.load(f)
+        if "vocab" in spec:
+            return cls.from_vocab_list([tuple(v) if isinstance(v, list) else v for v in spec["vocab"]],
+                                       spec.get("unk_id", 0), spec.get("special_tokens", []),
+                                       normalization=meta.get("normalization"),
+                                       pretokenizer=spec.get("pretokenizer"), source=path)
         for n, pc in enumerate(spec.get("pieces", [])):
             if not (isinstance(pc, list) and len(pc) == 2 and isinstance(pc[0], str) and isinstance(pc[1], (int, float))):
                 raise ValueError(f"{path}: pieces[{n}] must be [piece, score], got {pc!r}")
         return cls([tuple(p) for p in spec["pieces"]], spec.get("special_tokens", []), spec.get("unk_token", "<unk>"),
-                   normalization=meta.get("normalization"))
+                   normalization=meta.get("normalization"), pretokenizer=spec.get("pretokenizer"))
 
 
 def _digamma(x: float) -> float:

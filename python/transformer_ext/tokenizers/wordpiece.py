@@ -78,6 +78,18 @@ def basic_tokenize(text: str, lowercase: bool = True, strip_accents: bool | None
     return tokens
 
 
+def _longest_first(la, lb, budget):
+    """Lengths after 'longest_first' truncation of pairs to ``budget`` tokens, vectorised: the
+    longer segment loses tokens until both are equal, then they alternate, the first segment
+    first (the closed form of _finish's loop)."""
+    over = la + lb > budget
+    small = np.minimum(la, lb)
+    only_long = budget >= 2 * small  # the shorter one is untouched
+    fa = np.where(only_long, np.where(la >= lb, budget - lb, la), budget // 2)
+    fb = np.where(only_long, np.where(la >= lb, lb, budget - la), budget - budget // 2)
+    return np.where(over, fa, la), np.where(over, fb, lb)
+
+
 class WordPieceTokenizer:
     """BERT's WordPiece.
 
@@ -240,34 +252,62 @@ class WordPieceTokenizer:
     def encode(self, text: str, pair: str | None = None, add_special_tokens: bool = True) -> list[int]:
         return self.encode_with_types(text, pair, add_special_tokens)[0]
 
+    def encode_flat(self, texts: Sequence[str], n_threads: int | None = None):
+        """Word-piece ids of all texts (no [CLS]/[SEP]) -> (ids, offsets (n + 1,)); C++ on
+        threads (default ``tx.get_num_threads()``), GIL released, same result for any count."""
+        where = "WordPieceTokenizer.encode_batch"
+        texts = _base.batch_texts(texts, where, self.normalization)
+        if self._core is not None:
+            return self._core.encode_batch(texts, int(n_threads or 0), where)
+        _base.check_batch_types(texts, where)
+        return _base.flatten([self.tokenize_ids_reference(t) for t in texts])
+
     def encode_batch(self, texts: Sequence[str], pairs: Sequence[str] | None = None, padding=False,
                      max_length=None, truncation=False, padding_side="right",
                      add_special_tokens: bool = True) -> BatchEncoding:
-        if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
+        """``ids``, ``attention_mask``, ``token_type_ids`` for ``[CLS] a [SEP] (b [SEP])`` per row;
+        truncation is 'longest_first' (as Hugging Face): tokens are dropped from the end of the
+        longer segment, the first one on ties; the special tokens are kept."""
+        padding = _base.check_padding(padding, max_length, truncation, padding_side)
+        if isinstance(texts, (str, bytes)) or not isinstance(texts, (list, tuple)):
             raise TypeError(f"encode_batch: texts must be a list of str, got {type(texts).__name__}")
-        if pairs is not None and len(pairs) != len(texts):
-            raise ValueError(f"encode_batch: {len(texts)} texts but {len(pairs)} pairs")
-        seqs, types = [], []
-        pre = {}
-        if self._core is not None:  # word pieces of every text on threads, GIL released
-            flat = list(texts) + (list(pairs) if pairs is not None else [])
-            flat = [_base.normalize(check_text(t, "WordPieceTokenizer.encode_batch"), self.normalization)
-                    for t in flat]
-            pieces = self._core.encode_batch([t.encode("utf-8", "surrogatepass") for t in flat])
-            pre = {"a": pieces[:len(texts)], "b": pieces[len(texts):]}
-        for i, t in enumerate(texts):
-            if pre:
-                a = pre["a"][i].tolist()
-                b = pre["b"][i].tolist() if pairs is not None else None
-                ids, tt = self._finish(a, b, add_special_tokens, max_length, truncation)
+        n = len(texts)
+        if pairs is not None:
+            if isinstance(pairs, (str, bytes)) or not isinstance(pairs, (list, tuple)):
+                raise TypeError(f"encode_batch: pairs must be a list of str, got {type(pairs).__name__}")
+            if len(pairs) != n:
+                raise ValueError(f"encode_batch: {n} texts but {len(pairs)} pairs")
+            try:
+                flat, offsets = self.encode_flat(list(texts) + list(pairs))
+            except TypeError as e:  # name the pair's own index
+                import re
+                m = re.search(r"texts\[(\d+)\]", str(e))
+                if m and int(m.group(1)) >= n:
+                    raise TypeError(str(e).replace(m.group(0), f"pairs[{int(m.group(1)) - n}]")) from None
+                raise
+        else:
+            flat, offsets = self.encode_flat(texts)
+        starts = offsets[:-1]
+        lens = np.diff(offsets)
+        la, sa = lens[:n], starts[:n]
+        lb, sb = (lens[n:], starts[n:]) if pairs is not None else (None, None)
+        if truncation:
+            budget = max_length - ((3 if pairs is not None else 2) if add_special_tokens else 0)
+            if budget < 0:
+                raise ValueError(f"max_length={max_length} leaves no room for the special tokens")
+            if lb is None:
+                la = np.minimum(la, budget)
             else:
-                ids, tt = self.encode_with_types(t, pairs[i] if pairs is not None else None, add_special_tokens,
-                                                 max_length, truncation)
-            seqs.append(ids); types.append(tt)
+                la, lb = _longest_first(la, lb, budget)
+        if add_special_tokens:
+            cls, sep = self._special_id(self.cls_token), self._special_id(self.sep_token)
+            parts = [("tok", cls, None, 0), ("ids", flat, sa, la, 0), ("tok", sep, None, 0)]
+            if lb is not None:
+                parts += [("ids", flat, sb, lb, 1), ("tok", sep, None, 1)]
+        else:
+            parts = [("ids", flat, sa, la, 0)] + ([("ids", flat, sb, lb, 1)] if lb is not None else [])
         pad_id = self.vocab.get(self.pad_token, 0) if self.pad_token else 0
-        # truncation was applied per sequence (keeping [SEP]); pad_batch only pads.
-        return _base.pad_batch(seqs, pad_id, padding, max_length, False, padding_side,
-                               extra={"token_type_ids": types})
+        return _base.build_rows(parts, n, pad_id, padding, max_length, padding_side, with_types=True)
 
     def decode(self, ids, skip_special_tokens: bool = True, clean_up_tokenization_spaces: bool = True) -> str:
         arr = np.asarray(ids)
