@@ -3,10 +3,15 @@ vocab 50257) at B=4, T=128, fp32 — forward, cross-entropy, backward, AdamW —
 project's C++ backend, its NumPy backend and PyTorch autograd (if installed), each in its
 own process (so two OpenMP runtimes never share the cores, and peak memory is per phase).
 
-    python benchmarks/bench_training.py [--threads 1,2] [--steps 5] [--no-numpy] [--no-torch]
+    python benchmarks/bench_training.py [--threads 1,2] [--dropout 0,0.1] [--steps 5] [--no-numpy] [--no-torch] [--explicit]
 
+Each configuration runs once without dropout and once with GPT-2's default dropout
+(resid_pdrop = embd_pdrop = attn_pdrop = 0.1; `--dropout` picks the values). Attention
+dropout runs inside the fused attention kernel (a counter-based mask, never stored);
+`--explicit` adds a "cpp-explicit" phase with attention dropout on the explicit path
+(S = QKᵀ/√d_k, softmax, NumPy mask: O(T²) memory) for comparison.
 Prints tokens/s (median step after one warm-up step), peak RSS, and ratios against
-PyTorch in the same run. A benchmark, not a test.
+PyTorch with the same dropout in the same run. A benchmark, not a test.
 """
 from __future__ import annotations
 
@@ -23,13 +28,17 @@ import time
 SHAPE = dict(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12)
 
 
-def _phase_tx(backend: str, threads: int, steps: int, B: int, T: int) -> dict:
+def _phase_tx(backend: str, threads: int, steps: int, B: int, T: int, pdrop: float) -> dict:
     import numpy as np
 
     import transformer_ext as tx
     from transformer_ext.models import GPT, GPTConfig
     from transformer_ext.training import AdamW
 
+    if backend == "cpp-explicit":  # attention dropout on the explicit (T, T) path, as before the fused kernel had it
+        from transformer_ext.nn.attention import MultiHeadAttention
+        MultiHeadAttention.fused_dropout = False
+        backend = "cpp"
     tx.set_num_threads(threads)
     tx.set_backend(backend)
     try:
@@ -37,8 +46,7 @@ def _phase_tx(backend: str, threads: int, steps: int, B: int, T: int) -> dict:
         threadpool_limits(threads)  # NumPy's BLAS, for the numpy backend
     except ImportError:
         pass
-    # Dropout 0: the kernels' fused attention has no dropout yet (see issue notes).
-    model = GPT(GPTConfig(**SHAPE, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, seed=0))
+    model = GPT(GPTConfig(**SHAPE, resid_pdrop=pdrop, embd_pdrop=pdrop, attn_pdrop=pdrop, seed=0))
     model.train()
     opt = AdamW(model, lr=1e-4)
     rng = np.random.default_rng(0)
@@ -55,14 +63,14 @@ def _phase_tx(backend: str, threads: int, steps: int, B: int, T: int) -> dict:
     return {"step_s": statistics.median(times), "isa": tx.get_isa(), "loss": float(loss)}
 
 
-def _phase_torch(threads: int, steps: int, B: int, T: int) -> dict:
+def _phase_torch(threads: int, steps: int, B: int, T: int, pdrop: float) -> dict:
     import torch
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     try:
         from transformers import GPT2Config, GPT2LMHeadModel
-        cfg = GPT2Config(**SHAPE, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+        cfg = GPT2Config(**SHAPE, resid_pdrop=pdrop, embd_pdrop=pdrop, attn_pdrop=pdrop)
         model = GPT2LMHeadModel(cfg)
         forward = lambda x: model(x).logits  # noqa: E731
         impl = "transformers GPT2LMHeadModel (eager)"
@@ -86,9 +94,9 @@ def _phase_torch(threads: int, steps: int, B: int, T: int) -> dict:
 
 def _child(args) -> None:
     if args.phase == "torch":
-        out = _phase_torch(args.one_thread_count, args.steps, args.batch, args.seq)
+        out = _phase_torch(args.one_thread_count, args.steps, args.batch, args.seq, args.pdrop)
     else:
-        out = _phase_tx(args.phase, args.one_thread_count, args.steps, args.batch, args.seq)
+        out = _phase_tx(args.phase, args.one_thread_count, args.steps, args.batch, args.seq, args.pdrop)
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(out))
 
@@ -96,13 +104,19 @@ def _child(args) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
+    ap.add_argument("--dropout", default="0,0.1",
+                    help="comma-separated dropout probabilities (resid = embd = attn pdrop; default 0,0.1)")
     ap.add_argument("--steps", type=int, default=5, help="timed steps per phase (median reported)")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--no-numpy", action="store_true", help="skip the (slow) NumPy backend")
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--explicit", action="store_true",
+                    help="with dropout > 0 also time attention dropout on the explicit (T, T) path "
+                         "(S, softmax, NumPy mask) instead of the fused kernel")
     ap.add_argument("--phase", help=argparse.SUPPRESS)
     ap.add_argument("--one-thread-count", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--pdrop", type=float, default=0.0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.phase:
         return _child(args)
@@ -113,26 +127,28 @@ def main() -> None:
           f"model: GPT-2 small shape {SHAPE}, B={args.batch}, T={args.seq}, fp32, median of {args.steps} steps")
     rows = []
     for threads in [int(t) for t in args.threads.split(",")]:
-        results = {}
-        for phase in phases:
-            cmd = [sys.executable, __file__, "--phase", phase, "--one-thread-count", str(threads),
-                   "--steps", str(args.steps), "--batch", str(args.batch), "--seq", str(args.seq)]
-            env = dict(os.environ, OMP_WAIT_POLICY="passive")
-            r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            try:
-                results[phase] = json.loads(r.stdout.strip().splitlines()[-1])
-            except (IndexError, json.JSONDecodeError):
-                results[phase] = {"error": (r.stderr.strip().splitlines() or ["failed"])[-1]}
-        torch_s = results.get("torch", {}).get("step_s")
-        for phase, res in results.items():
-            if "error" in res:
-                rows.append((threads, phase, "error: " + res["error"], "", "", ""))
-                continue
-            tok_s = args.batch * args.seq / res["step_s"]
-            ratio = f"{torch_s / res['step_s']:.2f}x" if torch_s else "-"
-            rows.append((threads, phase + (f" ({res['isa']})" if "isa" in res else ""),
-                         f"{res['step_s'] * 1e3:.0f}", f"{tok_s:.1f}", ratio, f"{res['peak_rss_mb']:.0f}"))
-    header = ("threads", "implementation", "ms/step", "tokens/s", "vs torch", "peak RSS MB")
+        for pdrop in [float(p) for p in args.dropout.split(",")]:
+            results = {}
+            for phase in phases + (["cpp-explicit"] if args.explicit and pdrop > 0 else []):
+                cmd = [sys.executable, __file__, "--phase", phase, "--one-thread-count", str(threads),
+                       "--steps", str(args.steps), "--batch", str(args.batch), "--seq", str(args.seq),
+                       "--pdrop", repr(pdrop)]
+                env = dict(os.environ, OMP_WAIT_POLICY="passive")
+                r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                try:
+                    results[phase] = json.loads(r.stdout.strip().splitlines()[-1])
+                except (IndexError, json.JSONDecodeError):
+                    results[phase] = {"error": (r.stderr.strip().splitlines() or ["failed"])[-1]}
+            torch_s = results.get("torch", {}).get("step_s")
+            for phase, res in results.items():
+                if "error" in res:
+                    rows.append((threads, pdrop, phase, "error: " + res["error"], "", "", ""))
+                    continue
+                tok_s = args.batch * args.seq / res["step_s"]
+                ratio = f"{torch_s / res['step_s']:.2f}x" if torch_s else "-"
+                rows.append((threads, pdrop, phase + (f" ({res['isa']})" if "isa" in res else ""),
+                             f"{res['step_s'] * 1e3:.0f}", f"{tok_s:.1f}", ratio, f"{res['peak_rss_mb']:.0f}"))
+    header = ("threads", "dropout", "implementation", "ms/step", "tokens/s", "vs torch", "peak RSS MB")
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     for r in [header] + rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))

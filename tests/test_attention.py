@@ -21,7 +21,7 @@ import pytest
 import transformer_ext as tx
 from transformer_ext.ops import reference as ref
 
-from conftest import needs_core
+from conftest import HAS_CORE, needs_core
 
 attn_mod = importlib.import_module("transformer_ext.ops.attention")  # (ops.attention is the function)
 
@@ -237,9 +237,9 @@ def test_mask_broadcast_is_zero_copy(isa, monkeypatch):
         def __getattr__(self, name):
             return getattr(core, name)
 
-        def attention_forward(self, q, k, v, mask, causal, out, lse):
+        def attention_forward(self, q, k, v, mask, causal, out, lse, *dropout):
             seen["strides"] = mask.strides
-            return real(q, k, v, mask, causal, out, lse)
+            return real(q, k, v, mask, causal, out, lse, *dropout)
 
     monkeypatch.setattr(attn_mod._checks, "core", lambda: Spy())
     rng = np.random.default_rng(16)
@@ -520,3 +520,273 @@ def test_binding_validates_itself(isa):
         core.attention_backward(q, k, v, None, False, out, out, lse, dq, dq, dv)
     with pytest.raises(ValueError, match=r"'dout' must be C-contiguous"):
         core.attention_backward(q, k, v, None, False, out, np.empty((1, 2, 6, 5), np.float32)[:, :, ::2], lse, dq, dk, dv)
+
+
+# --------------------------------------------------------------------------- attention dropout
+# O = (P ⊙ M/(1−p)) V with M a counter-based hash of (seed, b, h, i, j) computed inside the
+# kernel. The mask is integer arithmetic, identical in C++ and NumPy, so the float
+# tolerances above apply unchanged: the dropped entries are exactly the same ones, and the
+# kept ones are scaled by the same float 1/(1−p) (one extra rounding, ~6e-8 relative).
+P_DROP = 0.3
+SEED = 0xDEADBEEF12345
+
+
+def _ref_drop(q, k, v, dout, causal=False, mask=None, p=P_DROP, seed=SEED):
+    q64, k64, v64 = (a.astype(np.float64) for a in (q, k, v))
+    out, (_, lse) = ref.attention(q64, k64, v64, causal=causal, mask=mask, return_saved=True, dropout_p=p, seed=seed)
+    grads = ref.attention_backward(dout.astype(np.float64), q64, k64, v64, (out, lse), causal=causal, mask=mask,
+                                   dropout_p=p, seed=seed)
+    return out, lse, grads
+
+
+def _cpp_drop(q, k, v, dout, causal=False, mask=None, p=P_DROP, seed=SEED):
+    out, (_, lse) = tx.ops.attention(q, k, v, causal=causal, mask=mask, return_saved=True, dropout_p=p, seed=seed)
+    grads = tx.ops.attention_backward(dout, q, k, v, (out, lse), causal=causal, mask=mask, dropout_p=p, seed=seed)
+    return out, lse, grads
+
+
+# row path (Tq <= 3), vector tiles, partial tiles, Tq > Tk, D not a vector multiple
+DROP_SHAPES = [(1, 1, 1, 5, 3), (2, 3, 3, 129, 64), (2, 1, 17, 17, 16), (1, 3, 63, 65, 65), (2, 2, 129, 127, 17),
+               (1, 2, 65, 17, 7)]
+
+
+@pytest.mark.parametrize("B,H,Tq,Tk,D", DROP_SHAPES)
+def test_dropout_matches_reference(isa, B, H, Tq, Tk, D):
+    rng = np.random.default_rng(B * 1000 + Tq * 37 + Tk * 7 + D + 99)
+    q, k, v = _qkv(rng, B, H, Tq, Tk, D)
+    dout = _randn(rng, B, H, Tq, D)
+    mask = _left_padding(B, Tk, [0] + [Tk // 3] * (B - 1))
+    for causal in (False, True):
+        for m in (None, mask):
+            got = _cpp_drop(q, k, v, dout, causal, m)
+            want = _ref_drop(q, k, v, dout, causal, m)
+            _assert_close(got, want)
+            # lse stays the undropped log-sum-exp
+            np.testing.assert_array_equal(got[1], tx.ops.attention(q, k, v, causal, m, return_saved=True)[1][1])
+
+
+def _cpp_keep_mask(B, H, Tq, Tk, p, seed):
+    """The C++ kernel's keep mask, read back through the op: q = k = 0 makes P uniform
+    (1/Tk) and v = I (D = Tk) makes out[b,h,i,j] = M[b,h,i,j] / (Tk(1−p))."""
+    q = np.zeros((B, H, Tq, Tk), np.float32)
+    k = np.zeros((B, H, Tk, Tk), np.float32)
+    v = np.broadcast_to(np.eye(Tk, dtype=np.float32), (B, H, Tk, Tk))
+    out = tx.ops.attention(q, k, v, dropout_p=p, seed=seed)
+    assert np.all((out == 0) | (out > 0.5 / (Tk * (1 - p))))
+    return out > 0
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_dropout_mask_bit_identical_to_reference(isa, p):
+    for B, H, Tq, Tk, seed in [(2, 3, 70, 129, 7), (1, 2, 2, 17, 2**64 - 1), (1, 1, 130, 64, 0)]:
+        want = ref.attention_dropout_mask(seed, B, H, Tq, Tk, p)
+        np.testing.assert_array_equal(_cpp_keep_mask(B, H, Tq, Tk, p, seed), want)
+
+
+def test_dropout_mask_statistics():
+    """Fraction dropped ≈ p (binomial: 5σ bounds), and no structure: neighbouring rows,
+    columns and heads agree only as often as independent draws would."""
+    B, H, T = 4, 12, 128
+    n = B * H * T * T
+    for p in (0.1, 0.5, 0.9):
+        m = ref.attention_dropout_mask(3, B, H, T, T, p)
+        sigma = np.sqrt(p * (1 - p) / n)
+        assert abs((1 - m.mean()) - p) < 5 * sigma
+        agree = p * p + (1 - p) * (1 - p)  # P(two independent draws agree)
+        for a, b in ((m[:, :, 1:], m[:, :, :-1]), (m[..., 1:], m[..., :-1]), (m[:, 1:], m[:, :-1]), (m[1:], m[:-1])):
+            frac = np.mean(a == b)
+            assert abs(frac - agree) < 5 * np.sqrt(agree * (1 - agree) / a.size), frac
+    m1 = ref.attention_dropout_mask(1, 1, 2, 64, 64, 0.5)
+    m2 = ref.attention_dropout_mask(2, 1, 2, 64, 64, 0.5)
+    assert 0.4 < np.mean(m1 == m2) < 0.6  # another seed, another mask
+
+
+def test_dropout_reproducible_and_seed_dependent(isa):
+    rng = np.random.default_rng(61)
+    q, k, v = _qkv(rng, 1, 2, 40, 40, 16)
+    a = tx.ops.attention(q, k, v, causal=True, dropout_p=0.2, seed=5)
+    np.testing.assert_array_equal(a, tx.ops.attention(q, k, v, causal=True, dropout_p=0.2, seed=5))
+    assert not np.array_equal(a, tx.ops.attention(q, k, v, causal=True, dropout_p=0.2, seed=6))
+    # p = 0: the seed is ignored, bits identical to no dropout
+    np.testing.assert_array_equal(tx.ops.attention(q, k, v, dropout_p=0.0, seed=5), tx.ops.attention(q, k, v))
+
+
+def test_dropout_saved_none_recomputes(isa):
+    rng = np.random.default_rng(62)
+    q, k, v = _qkv(rng, 2, 2, 33, 40, 16)
+    dout = _randn(rng, 2, 2, 33, 16)
+    kw = dict(causal=True, dropout_p=0.25, seed=77)
+    _, saved = tx.ops.attention(q, k, v, return_saved=True, **kw)
+    for a, b in zip(tx.ops.attention_backward(dout, q, k, v, saved, **kw), tx.ops.attention_backward(dout, q, k, v, None, **kw)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_dropout_reference_gradient_finite_differences():
+    """The reference backward is the exact gradient of the dropped-out function (float64
+    central differences, mask held fixed by the seed); with saved=None too (D from dP ⊙ P)."""
+    rng = np.random.default_rng(63)
+    B, H, Tq, Tk, D = 1, 2, 5, 6, 3
+    q, k, v = (rng.standard_normal(s) for s in ((B, H, Tq, D), (B, H, Tk, D), (B, H, Tk, D)))
+    w = rng.standard_normal((B, H, Tq, D))
+    mask = _left_padding(B, Tk, [1])
+    kw = dict(causal=True, mask=mask, dropout_p=0.4, seed=11)
+    loss = lambda q, k, v: float(np.sum(ref.attention(q, k, v, **kw) * w))  # noqa: E731
+    _, saved = ref.attention(q, k, v, return_saved=True, **kw)
+    for sv in (saved, None):
+        grads = ref.attention_backward(w, q, k, v, sv, **kw)
+        for idx, (x, g) in enumerate(zip((q, k, v), grads)):
+            num = np.zeros_like(x)
+            for i in np.ndindex(x.shape):
+                xp, xm = x.copy(), x.copy()
+                xp[i] += 1e-6
+                xm[i] -= 1e-6
+                args_p = [q, k, v]
+                args_m = [q, k, v]
+                args_p[idx], args_m[idx] = xp, xm
+                num[i] = (loss(*args_p) - loss(*args_m)) / 2e-6
+            np.testing.assert_allclose(g, num, rtol=1e-6, atol=1e-8)
+
+
+@needs_core
+@pytest.mark.parametrize(
+    "B,H,Tq,Tk,D",
+    [(1, 4, 256, 256, 64), (1, 3, 193, 200, 40)],  # fused backward scheme; 2 threads: two-pass scheme
+)
+def test_dropout_bit_identical_across_thread_counts(isa, threads, B, H, Tq, Tk, D):
+    rng = np.random.default_rng(64)
+    q, k, v = _qkv(rng, B, H, Tq, Tk, D)
+    dout = _randn(rng, B, H, Tq, D)
+    mask = _left_padding(B, Tk, [13])
+    results = []
+    for n in (1, 2):
+        threads(n)
+        results.append(_cpp_drop(q, k, v, dout, True, mask, p=0.1, seed=2**63 + 5))
+    (o1, l1, g1), (o2, l2, g2) = results
+    np.testing.assert_array_equal(o1, o2)
+    np.testing.assert_array_equal(l1, l2)
+    for a, b in zip(g1, g2):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("backend", ["cpp", "numpy"])
+def test_bad_dropout_args(backend):
+    if backend == "cpp" and not HAS_CORE:
+        pytest.skip("compiled core not available")
+    q, k, v = _qkv(np.random.default_rng(65), 1, 2, 3, 4, 5)
+    with tx.use_backend(backend):
+        for op, call in (("ops.attention", lambda **kw: tx.ops.attention(q, k, v, **kw)),
+                         ("ops.attention_backward", lambda **kw: tx.ops.attention_backward(q, q, k, v, None, **kw))):
+            o = op.replace(".", r"\.")
+            for bad in (1.0, -0.1, float("nan"), 1.5):
+                with pytest.raises(ValueError, match=rf"{o}: argument 'dropout_p' must be in \[0, 1\), got"):
+                    call(dropout_p=bad, seed=1)
+            with pytest.raises(TypeError, match=rf"{o}: argument 'dropout_p' must be a number in \[0, 1\), got str"):
+                call(dropout_p="0.1", seed=1)
+            with pytest.raises(ValueError, match=rf"{o}: dropout_p=0.1 needs a seed"):
+                call(dropout_p=0.1)
+            for bad in (-1, 2**64):
+                with pytest.raises(ValueError, match=rf"{o}: argument 'seed' must be in \[0, 2\*\*64\), got {bad}"):
+                    call(dropout_p=0.1, seed=bad)
+            with pytest.raises(TypeError, match=rf"{o}: argument 'seed' must be an int in \[0, 2\*\*64\), got float"):
+                call(dropout_p=0.1, seed=1.5)
+            call(dropout_p=0.1, seed=np.uint64(2**64 - 1))  # numpy ints are fine
+
+
+def test_binding_checks_dropout(isa):
+    core = tx._backend.core
+    q, k, v = _qkv(np.random.default_rng(66), 1, 2, 3, 4, 5)
+    out, lse = np.empty((1, 2, 3, 5), np.float32), np.empty((1, 2, 3), np.float32)
+    with pytest.raises(ValueError, match=r"attention_forward: 'dropout_p' must be in \[0, 1\)"):
+        core.attention_forward(q, k, v, None, False, out, lse, 1.0, 3)
+    with pytest.raises(ValueError, match=r"'dropout_p' rounds to 1 in float32"):
+        core.attention_forward(q, k, v, None, False, out, lse, 1 - 1e-10, 3)
+    with pytest.raises(TypeError):
+        core.attention_forward(q, k, v, None, False, out, lse, 0.1, -1)
+
+
+# --------------------------------------------------------------------------- nn layer
+def _mha(p, dtype=np.float32):
+    from transformer_ext import nn
+    from transformer_ext.models.params import ParamStore
+
+    store = ParamStore(dtype, 0)
+    drng = nn.DropoutRNG(0)
+    layer = nn.MultiHeadAttention(2, nn.Linear.create(store, "c_proj", 16, 16, std=0.3),
+                                  qkv=nn.Linear.create(store, "c_attn", 16, 48, std=0.3), causal=True,
+                                  attn_dropout=nn.Dropout(p, drng))
+    store.allocate()
+    return store, layer, drng
+
+
+@pytest.mark.parametrize("backend", ["cpp", "numpy"])
+def test_mha_training_dropout_runs_fused(backend, monkeypatch):
+    """In training, attention dropout runs inside ops.attention with a seed drawn from the
+    layer's DropoutRNG per forward (no softmax over a (T, T) matrix); reseeding the RNG
+    reproduces a forward exactly, and the backward gets the same (p, seed)."""
+    if backend == "cpp" and not HAS_CORE:
+        pytest.skip("compiled core not available")
+    from transformer_ext import nn
+    from transformer_ext.nn.attention import split_heads
+
+    with tx.use_backend(backend):
+        store, layer, drng = _mha(0.25)
+        x = np.random.default_rng(67).standard_normal((2, 9, 16)).astype(np.float32)
+        calls = []
+        real_attention, real_backward = tx.ops.attention, tx.ops.attention_backward
+        monkeypatch.setattr(tx.ops, "softmax", lambda *a, **k: pytest.fail("explicit path taken"))
+        monkeypatch.setattr(tx.ops, "attention", lambda *a, **k: calls.append(("f", k)) or real_attention(*a, **k))
+        monkeypatch.setattr(tx.ops, "attention_backward",
+                            lambda *a, **k: calls.append(("b", k)) or real_backward(*a, **k))
+        drng.seed(3)
+        y = layer(x)
+        layer.backward(np.ones_like(y))
+        (f, fk), (b, bk) = calls
+        assert fk["dropout_p"] == bk["dropout_p"] == 0.25 and fk["seed"] == bk["seed"] == nn.DropoutRNG(3).draw_seed()
+        drng.seed(3)
+        np.testing.assert_array_equal(layer(x), y)  # reseed: same mask, same bits
+        assert not np.array_equal(layer(x), y)     # next forward: a fresh mask
+        # the same function as ops.attention with that seed
+        qkv = x @ layer.qkv.weight.value + layer.qkv.bias.value
+        q, k, v = (split_heads(t, 2) for t in np.split(qkv, 3, axis=-1))
+        o = real_attention(q, k, v, causal=True, dropout_p=0.25, seed=nn.DropoutRNG(3).draw_seed())
+        want = o.transpose(0, 2, 1, 3).reshape(2, 9, 16) @ layer.out.weight.value + layer.out.bias.value
+        np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+
+
+def test_mha_fused_dropout_switch_and_return_attention():
+    """fused_dropout = False (benchmarks) and return_attention=True take the explicit (T, T)
+    path with the same hashed mask: the same function and gradients as the fused kernel
+    (float64 rounding only); eval mode never drops."""
+    from transformer_ext.nn.attention import MultiHeadAttention
+
+    with tx.use_backend("numpy"):
+        store, layer, drng = _mha(0.25, np.float64)
+        x = np.random.default_rng(68).standard_normal((2, 9, 16))
+        dy = np.random.default_rng(69).standard_normal((2, 9, 16))
+
+        def run(**kw):
+            store.zero_grad()
+            drng.seed(1)
+            y = layer(x, **kw)
+            y = y[0] if isinstance(y, tuple) else y
+            layer.backward(dy)
+            return y, store.flat_grad.copy()
+
+        y_fused, g_fused = run()
+        MultiHeadAttention.fused_dropout = False
+        try:
+            y_explicit, g_explicit = run()
+        finally:
+            MultiHeadAttention.fused_dropout = True
+        y_att, g_att = run(return_attention=True)
+        for y, g in ((y_explicit, g_explicit), (y_att, g_att)):
+            np.testing.assert_allclose(y, y_fused, rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(g, g_fused, rtol=1e-9, atol=1e-12)
+        drng.seed(1)
+        _, probs = layer(x, return_attention=True)
+        np.testing.assert_allclose(probs.sum(-1), 1.0)  # undropped probabilities
+        layer.eval()
+        y_eval = layer(x)
+        drng.seed(2)
+        np.testing.assert_array_equal(layer(x), y_eval)
+        assert not np.allclose(y_eval, y_fused)

@@ -3,7 +3,8 @@
 // unit-stride), so k/v may be slices of a preallocated KV cache; the mask is an
 // additive float32 array already broadcast to (B, H, Tq, Tk) (strides may be 0).
 // Every size and stride is taken from the arrays; outputs are allocated by the caller
-// (the Python layer) and must be C-contiguous.
+// (the Python layer) and must be C-contiguous. dropout_p in [0, 1) and seed (uint64)
+// select the attention-dropout mask (see kernels.h); the backward needs the same pair.
 #include <cmath>
 
 #include "common.h"
@@ -67,10 +68,19 @@ tx::AttnShape check_qkv(const char* op, const py::array& q, const py::array& k, 
   return s;
 }
 
+void set_dropout(const char* op, tx::AttnShape& s, double dropout_p, uint64_t seed) {
+  if (!(dropout_p >= 0.0 && dropout_p < 1.0))  // also rejects NaN
+    throw py::value_error(std::string(op) + ": 'dropout_p' must be in [0, 1), got " + std::to_string(dropout_p));
+  s.dropout_p = (float)dropout_p;
+  if (s.dropout_p >= 1.0f) throw py::value_error(std::string(op) + ": 'dropout_p' rounds to 1 in float32");
+  s.dropout_seed = seed;
+}
+
 void attention_forward(const py::array& q, const py::array& k, const py::array& v, const py::object& mask,
-                       bool causal, py::array out, py::array lse) {
+                       bool causal, py::array out, py::array lse, double dropout_p, uint64_t seed) {
   tx::View4 mv;
-  const tx::AttnShape s = check_qkv(FWD, q, k, v, mask, causal, mv);
+  tx::AttnShape s = check_qkv(FWD, q, k, v, mask, causal, mv);
+  set_dropout(FWD, s, dropout_p, seed);
   txb::check_out(out, FWD, "out", 4);
   txb::check_out(lse, FWD, "lse", 3);
   txb::check_shape(has_shape(out, s.B, s.H, s.Tq, s.D), FWD,
@@ -86,9 +96,10 @@ void attention_forward(const py::array& q, const py::array& k, const py::array& 
 
 void attention_backward(const py::array& q, const py::array& k, const py::array& v, const py::object& mask,
                         bool causal, const py::array& out, const py::array& dout, const py::array& lse,
-                        py::array dq, py::array dk, py::array dv) {
+                        py::array dq, py::array dk, py::array dv, double dropout_p, uint64_t seed) {
   tx::View4 mv;
-  const tx::AttnShape s = check_qkv(BWD, q, k, v, mask, causal, mv);
+  tx::AttnShape s = check_qkv(BWD, q, k, v, mask, causal, mv);
+  set_dropout(BWD, s, dropout_p, seed);
   const auto contiguous_in = [](const py::array& a, const char* name, py::ssize_t nd) {
     txb::check_f32(a, BWD, name, nd);
     if (!(a.flags() & py::array::c_style))
@@ -119,13 +130,14 @@ void attention_backward(const py::array& q, const py::array& k, const py::array&
 
 void bind_attention(py::module_& m) {
   m.def("attention_forward", &attention_forward, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("mask"),
-        py::arg("causal"), py::arg("out"), py::arg("lse"),
-        "Flash-style attention forward: out = softmax(q kᵀ/√D + mask) v, lse per row. "
+        py::arg("causal"), py::arg("out"), py::arg("lse"), py::arg("dropout_p") = 0.0, py::arg("seed") = 0,
+        "Flash-style attention forward: out = dropout(softmax(q kᵀ/√D + mask)) v, lse per row "
+        "(of the undropped scores); dropout_p in [0, 1) with a uint64 seed (mask hashed from it). "
         "q (B,H,Tq,D), k/v (B,H,Tk,D) float32 with a unit-stride last axis (other strides free); "
         "mask None or float32 broadcast to (B,H,Tq,Tk); out (B,H,Tq,D), lse (B,H,Tq) C-contiguous, overwritten.");
   m.def("attention_backward", &attention_backward, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("mask"),
         py::arg("causal"), py::arg("out"), py::arg("dout"), py::arg("lse"), py::arg("dq"), py::arg("dk"),
-        py::arg("dv"),
-        "Flash-style attention backward from the saved out and lse; dq (B,H,Tq,D), dk/dv (B,H,Tk,D) "
-        "C-contiguous, overwritten.");
+        py::arg("dv"), py::arg("dropout_p") = 0.0, py::arg("seed") = 0,
+        "Flash-style attention backward from the saved out and lse (and the forward's dropout_p, seed); "
+        "dq (B,H,Tq,D), dk/dv (B,H,Tk,D) C-contiguous, overwritten.");
 }

@@ -29,6 +29,17 @@
 // vector ops across query lanes. Tiles with only a few query rows (decoding, Tq == 1)
 // use plain dot products instead, which do not waste vector lanes.
 //
+// Attention dropout (s.dropout_p = p > 0): O = (P ⊙ M/(1−p)) V with the keep mask
+// M[b,h,i,j] recomputed from a counter-based hash wherever a tile needs it (never stored):
+//   z   = mix64(mix64(mix64(mix64(seed + G) + (b+1)G) + (h+1)G) + (i+1)G)   (per row)
+//   x   = fmix32(fmix32(hi32(z) + j) ^ lo32(z))                            (per element)
+//   keep iff x >= ceil(p·2^32)
+// (mix64: SplitMix64's finaliser, G = 0x9E3779B97F4A7C15; fmix32: MurmurHash3's), so
+// P(keep) = 1 − p up to 2^-32, and ops/reference.py reproduces it bit for bit in NumPy.
+// Forward: l sums the undropped P (softmax normaliser), acc the dropped P̃ = P ⊙ M/(1−p);
+// lse stays the undropped log-sum-exp. Backward: dV = P̃ᵀ dO, dP = (dO Vᵀ) ⊙ M/(1−p),
+// dS = P ∘ (dP − D) with D = rowsum(dO ∘ O) still = rowsum(dP ∘ P) as O = P̃ V.
+//
 // Numerics: every element of S (and dP) is one sequential FMA chain over d, or (row
 // path) one SIMD dot product with a fixed lane-combining order; every accumulator row
 // (acc, dK, dV, dQ) is one sequential chain over keys/queries in tile order. Nothing
@@ -189,6 +200,68 @@ static inline float exp_sm(float x) {
   float s2n;
   memcpy(&s2n, &sb, sizeof s2n);
   return tx_select(x < lo, 0.0f, p * s2n);
+}
+
+// ---------------------------------------------------------------------------------
+// Dropout hash (see the header comment). Row keys are computed once per query row;
+// the per-element part is 32-bit integer math that vectorises across query lanes.
+// ---------------------------------------------------------------------------------
+static inline uint64_t mix64(uint64_t z) {  // SplitMix64 finaliser (Steele et al. 2014)
+  z ^= z >> 30;
+  z *= 0xBF58476D1CE4E5B9ull;
+  z ^= z >> 27;
+  z *= 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+static inline uint32_t fmix32(uint32_t h) {  // MurmurHash3 finaliser
+  h ^= h >> 16;
+  h *= 0x85EBCA6Bu;
+  h ^= h >> 13;
+  h *= 0xC2B2AE35u;
+  return h ^ (h >> 16);
+}
+static inline uint64_t drop_row_key(uint64_t seed, int64_t b, int64_t h, int64_t i) {
+  const uint64_t G = 0x9E3779B97F4A7C15ull;
+  uint64_t z = mix64(seed + G);
+  z = mix64(z + ((uint64_t)b + 1) * G);
+  z = mix64(z + ((uint64_t)h + 1) * G);
+  return mix64(z + ((uint64_t)i + 1) * G);
+}
+
+// What a tile needs to apply the mask: the keep threshold, 1/(1−p), and per query
+// lane r the row key halves (lanes past nq: 0, their P is 0 anyway).
+struct DropRows {
+  uint32_t thr;
+  float ks;
+  const uint32_t* lo;
+  const uint32_t* hi;
+};
+
+static inline uint32_t drop_threshold(float p) {  // ceil(p·2^32), p in (0, 1)
+  const double t = ceil((double)p * 4294967296.0);
+  return t >= 4294967295.0 ? 0xFFFFFFFFu : (uint32_t)t;
+}
+
+// Row keys for query rows [i0, i0+nq) of (b, h), lanes [nq, rw) zero.
+static void drop_row_keys(const AttnShape& s, int64_t b, int64_t h, int64_t i0, int64_t nq, int64_t rw,
+                          uint32_t* lo, uint32_t* hi) {
+  for (int64_t r = 0; r < rw; ++r) {
+    const uint64_t z = r < nq ? drop_row_key(s.dropout_seed, b, h, i0 + r) : 0;
+    lo[r] = (uint32_t)z;
+    hi[r] = (uint32_t)(z >> 32);
+  }
+}
+
+// m[r] = M[i0+r, j]/(1−p): ks where the pair (row, key j) is kept, else 0.
+static inline void drop_factors(const DropRows& dr, int64_t j, int64_t rw, float* m) {
+  const uint32_t jj = (uint32_t)j;
+  const uint32_t thr = dr.thr;
+  const float ks = dr.ks;
+#pragma omp simd
+  for (int64_t r = 0; r < rw; ++r) {
+    const uint32_t x = fmix32(fmix32(dr.hi[r] + jj) ^ dr.lo[r]);
+    m[r] = x >= thr ? ks : 0.0f;
+  }
 }
 
 // ---------------------------------------------------------------------------------
@@ -460,10 +533,16 @@ struct BwdCtx {
   const float* dout;
   const float *QtAll, *dOtAll, *Luse, *Dsum;
   int64_t tile_t;
+  // dropout (thr/ks as in DropRows; RkLo/RkHi: row keys per tile, BQ lanes each), or
+  // RkLo == nullptr for none
+  uint32_t thr;
+  float ks;
+  const uint32_t *RkLo, *RkHi;
 };
 
 // For query tile t (index w among all tiles) and keys [j0, j0+nk): Pt = P = exp(S − lse)
-// and St = dS = P ∘ (dP − D) with dP = dO·Vᵀ.
+// and St = dS = P ∘ (dP − D) with dP = dO·Vᵀ. With dropout: Pt = P̃ = P ∘ M/(1−p) (for
+// dV) and dP = (dO·Vᵀ) ∘ M/(1−p).
 static void p_ds(const BwdCtx& cx, const Tile& t, int64_t w, int64_t j0, int64_t nk, float* St, float* Pt) {
   const AttnShape& s = *cx.s;
   const int64_t D = s.D;
@@ -484,11 +563,26 @@ static void p_ds(const BwdCtx& cx, const Tile& t, int64_t w, int64_t j0, int64_t
     rows_a(St, vr, cx.v.s2, nk, cx.dout + row * D, D, t.nq, rw, D, 1.0f);
   else
     kernel_a(St, vr, cx.v.s2, nk, cx.dOtAll + w * cx.tile_t, rw, D, 1.0f);
+  if (!cx.RkLo) {
+    for (int64_t c = 0; c < nk; ++c) {
+      float* o = St + c * BQ;
+      const float* p = Pt + c * BQ;
+#pragma omp simd
+      for (int64_t r = 0; r < rw; ++r) o[r] = p[r] * (o[r] - Dt[r]);
+    }
+    return;
+  }
+  const DropRows dr{cx.thr, cx.ks, cx.RkLo + w * BQ, cx.RkHi + w * BQ};
+  float mf[BQ];
   for (int64_t c = 0; c < nk; ++c) {
     float* o = St + c * BQ;
-    const float* p = Pt + c * BQ;
+    float* p = Pt + c * BQ;
+    drop_factors(dr, j0 + c, rw, mf);
 #pragma omp simd
-    for (int64_t r = 0; r < rw; ++r) o[r] = p[r] * (o[r] - Dt[r]);
+    for (int64_t r = 0; r < rw; ++r) {
+      o[r] = p[r] * (o[r] * mf[r] - Dt[r]);
+      p[r] *= mf[r];
+    }
   }
 }
 
@@ -555,6 +649,9 @@ void attention_forward(const AttnShape& s, View4 q, View4 k, View4 v, View4 mask
   const int64_t o_qt = 0, o_st = o_qt + round_up(D * BQ, 16), o_acc = o_st + BK * BQ,
                 o_m = o_acc + BQ * Dp, o_l = o_m + BQ, o_al = o_l + BQ, total = o_al + BQ;
   Scratch scratch(nt, total);
+  const bool drop = s.dropout_p > 0.0f;
+  const uint32_t thr = drop ? drop_threshold(s.dropout_p) : 0;
+  const float ks = drop ? (float)(1.0 / (1.0 - (double)s.dropout_p)) : 1.0f;
 
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
   for (int64_t w = 0; w < items; ++w) {
@@ -570,6 +667,10 @@ void attention_forward(const AttnShape& s, View4 q, View4 k, View4 v, View4 mask
       l[r] = 0.0f;
     }
     memset(acc, 0, sizeof(float) * (size_t)(nq * Dp));
+    uint32_t rk_lo[BQ], rk_hi[BQ];
+    float mf[BQ];
+    if (drop) drop_row_keys(s, t.b, t.h, t.i0, nq, rw, rk_lo, rk_hi);
+    const DropRows dr{thr, ks, rk_lo, rk_hi};
     const int64_t kend = key_end(s, t);
     const float* vb = row0(v, t);
     for (int64_t j0 = 0; j0 < kend; j0 += BK) {
@@ -598,6 +699,14 @@ void attention_forward(const AttnShape& s, View4 q, View4 k, View4 v, View4 mask
         for (int64_t r = 0; r < rw; ++r) {
           o[r] = exp_sm(o[r] - mu[r]);
           l[r] += o[r];
+        }
+      }
+      if (drop) {  // l sums the undropped P; acc gets P̃ = P ∘ M/(1−p)
+        for (int64_t c = 0; c < nk; ++c) {
+          float* o = St + c * BQ;
+          drop_factors(dr, j0 + c, rw, mf);
+#pragma omp simd
+          for (int64_t r = 0; r < rw; ++r) o[r] *= mf[r];
         }
       }
       if (j0 > 0) {
@@ -660,6 +769,10 @@ void attention_backward(const AttnShape& s, View4 q, View4 k, View4 v, View4 mas
   float* Luse = Dsum + n_rows;     // BH·nqt·BQ (padded lanes +inf)
   float* QtAll = Luse + n_rows;    // BH·nqt tiles
   float* dOtAll = QtAll + BH * nqt * tile_t;
+  const bool drop = s.dropout_p > 0.0f;
+  Scratch rkbuf(1, drop ? 2 * n_rows : 16);  // dropout row keys (uint32) per tile lane
+  uint32_t* RkLo = drop ? (uint32_t*)rkbuf.get(0) : nullptr;
+  uint32_t* RkHi = drop ? RkLo + n_rows : nullptr;
 
   {
     const int nt = attn_threads(BH * Tq * D * 4, BH * nqt);
@@ -679,6 +792,7 @@ void attention_backward(const AttnShape& s, View4 q, View4 k, View4 v, View4 mas
           Lt[r] = INFINITY;
         }
       }
+      if (drop) drop_row_keys(s, t.b, t.h, t.i0, t.nq, BQ, RkLo + w * BQ, RkHi + w * BQ);
       if (!t.row_path) {
         transpose_tile(QtAll + w * tile_t, row0(q, t) + t.i0 * q.s2, q.s2, t, D);
         transpose_tile(dOtAll + w * tile_t, dout + row * D, D, t, D);
@@ -686,7 +800,9 @@ void attention_backward(const AttnShape& s, View4 q, View4 k, View4 v, View4 mas
     }
   }
 
-  const BwdCtx cx{&s, q, k, v, mask, dout, QtAll, dOtAll, Luse, Dsum, tile_t};
+  const BwdCtx cx{&s, q, k, v, mask, dout, QtAll, dOtAll, Luse, Dsum, tile_t,
+                  drop ? drop_threshold(s.dropout_p) : 0u,
+                  drop ? (float)(1.0 / (1.0 - (double)s.dropout_p)) : 1.0f, RkLo, RkHi};
 
   // Scheme. Fused (one work item per (b, h), FlashAttention-2's loop order: key tiles
   // outer, query tiles inner, dQ accumulated in a per-thread Tq×D buffer) computes each

@@ -21,10 +21,15 @@ struct View4 {
 };
 
 // Shape of one attention call: q (B, H, Tq, D), k and v (B, H, Tk, D).
+// Attention dropout (training): O = (P ⊙ M / (1 − p)) V with M[b,h,i,j] a counter-based
+// hash of (seed, b, h, i, j) recomputed on the fly (never stored; the backward with the
+// same seed sees the same mask). Defaults = no dropout. Hash: see attention.cpp.
 struct AttnShape {
   int64_t B, H, Tq, Tk, D;
   float scale;  // 1/sqrt(D)
   bool causal;  // query i sees key j iff j <= i + (Tk - Tq)
+  float dropout_p = 0.0f;     // in [0, 1); 0 = no dropout
+  uint64_t dropout_seed = 0;  // the mask's seed (same in forward and backward)
 };
 
 #define TX_KERNELS_API                                                                        \
@@ -52,7 +57,8 @@ struct AttnShape {
   /* ---- attention.cpp: flash-style, never the Tq×Tk matrix ----                          \
      mask: additive float mask (data == nullptr for none), broadcast by strides.           \
      out (B,H,Tq,D) and lse (B,H,Tq) contiguous; a row with no key to attend gets          \
-     out = 0 and lse = -inf. */                                                            \
+     out = 0 and lse = -inf. With s.dropout_p > 0, out uses the dropped probabilities;     \
+     lse stays the undropped log-sum-exp. */                                               \
   void attention_forward(const AttnShape& s, View4 q, View4 k, View4 v, View4 mask,        \
                          float* out, float* lse);                                          \
   /* dout, out contiguous (B,H,Tq,D); dq (B,H,Tq,D), dk, dv (B,H,Tk,D) contiguous,         \

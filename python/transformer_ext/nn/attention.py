@@ -11,11 +11,15 @@ Projections come in the layouts checkpoints use:
 - `q` + `kv`: a query Linear and a fused key/value Linear m → [K | V] (cross-attention).
 
 The scaled dot-product runs in the fused kernel `ops.attention` (which never materialises the
-(T, T) probabilities). The explicit path — S = QKᵀ/√d_k + mask, P = ops.softmax(S),
-O = Dropout(P) V — is used only when the probabilities themselves are needed: attention
-dropout in training, or `return_attention=True`. Its backward:
-    dV = P̃ᵀ dO,  dP̃ = dO Vᵀ,  dP = Dropout'(dP̃),  dS = softmax'(dP),  dQ = dS K/√d_k,  dK = dSᵀ Q/√d_k
-(P̃ the dropped-out probabilities).
+(T, T) probabilities), attention dropout included: in training the layer draws a fresh seed
+from its Dropout's `DropoutRNG` per forward and the kernel applies O = (P ⊙ M/(1−p)) V with
+the keep mask M hashed from that seed on the fly (the backward recomputes it from the same
+seed). The explicit path — S = QKᵀ/√d_k + mask, P = ops.softmax(S), P̃ = P ⊙ M/(1−p),
+O = P̃ V, with the same hashed mask (ops.reference.attention_dropout_factors), so it computes
+the same function — is used only when the probabilities themselves are needed
+(`return_attention=True`), or when the class attribute `fused_dropout` is set to False
+(benchmarks compare the two). Its backward:
+    dV = P̃ᵀ dO,  dP̃ = dO Vᵀ,  dP = dP̃ ⊙ M/(1−p),  dS = softmax'(dP),  dQ = dS K/√d_k,  dK = dSᵀ Q/√d_k.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import math
 import numpy as np
 
 from .. import ops
+from ..ops import reference
 from .dropout import Dropout
 from .linear import Linear
 from .module import Module
@@ -66,6 +71,9 @@ def additive_mask(mask, causal: bool, Tq: int, Tk: int, dtype) -> np.ndarray | N
 
 
 class MultiHeadAttention(Module):
+    # Attention dropout in training runs inside the fused kernel; False: the explicit path.
+    fused_dropout = True
+
     def __init__(self, n_head: int, out: Linear, *, qkv: Linear | None = None, q: Linear | None = None,
                  k: Linear | None = None, v: Linear | None = None, kv: Linear | None = None,
                  causal: bool = False, attn_dropout: Dropout | None = None):
@@ -135,12 +143,15 @@ class MultiHeadAttention(Module):
         if memory is not None and (memory.ndim != 3 or memory.shape[-1] != self.d_model or memory.shape[0] != x.shape[0]):
             raise ValueError(f"MultiHeadAttention: memory must be ({x.shape[0]}, T_k, {self.d_model}), got shape {memory.shape}")
         q, k, v = (split_heads(t, self.n_head) for t in self._project(x, memory))
-        explicit = return_attention or (self.training and self.attn_dropout is not None and self.attn_dropout.active)
+        drop = self.training and self.attn_dropout is not None and self.attn_dropout.active
+        explicit = return_attention or (drop and not self.fused_dropout)
         probs = None
+        p, seed = (self.attn_dropout.p, self.attn_dropout.rng.draw_seed()) if drop else (0.0, None)
         if not explicit:
             if self.training:
-                o, saved = ops.attention(q, k, v, causal=self.causal, mask=mask, return_saved=True)
-                self._saved = ("fused", q, k, v, mask, saved, memory is not None)
+                o, saved = ops.attention(q, k, v, causal=self.causal, mask=mask, return_saved=True,
+                                         dropout_p=p, seed=seed)
+                self._saved = ("fused", q, k, v, mask, saved, p, seed, memory is not None)
             else:
                 o = ops.attention(q, k, v, causal=self.causal, mask=mask)
         else:
@@ -151,10 +162,12 @@ class MultiHeadAttention(Module):
             if add is not None:
                 s += add
             probs = ops.softmax(s)
-            p_drop = probs if self.attn_dropout is None else self.attn_dropout(probs)
+            B, H, Tq, Tk = s.shape
+            f = reference.attention_dropout_factors(seed, B, H, Tq, Tk, p, s.dtype) if drop else None
+            p_drop = probs if f is None else probs * f  # P̃ = P ⊙ M/(1−p)
             o = np.matmul(p_drop, v)
             if self.training:
-                self._saved = ("explicit", q, k, v, s, probs, p_drop, scale, memory is not None)
+                self._saved = ("explicit", q, k, v, s, probs, p_drop, f, scale, memory is not None)
         if not self.training:
             self._saved = None
         y = self.out(merge_heads(o))
@@ -166,14 +179,15 @@ class MultiHeadAttention(Module):
         self._saved = None
         do = split_heads(self.out.backward(dy), self.n_head)
         if saved[0] == "fused":
-            _, q, k, v, mask, att_saved, cross = saved
-            dq, dk, dv = ops.attention_backward(do, q, k, v, att_saved, causal=self.causal, mask=mask)
+            _, q, k, v, mask, att_saved, p, seed, cross = saved
+            dq, dk, dv = ops.attention_backward(do, q, k, v, att_saved, causal=self.causal, mask=mask,
+                                                dropout_p=p, seed=seed)
         else:
-            _, q, k, v, s, probs, p_drop, scale, cross = saved
+            _, q, k, v, s, probs, p_drop, f, scale, cross = saved
             dv = np.matmul(p_drop.swapaxes(-1, -2), do)  # dV = P̃ᵀ dO
             dp = np.matmul(do, v.swapaxes(-1, -2))       # dP̃ = dO Vᵀ
-            if self.attn_dropout is not None:
-                dp = self.attn_dropout.backward(dp)
+            if f is not None:
+                dp *= f                                  # dP = dP̃ ⊙ M/(1−p)
             ds = ops.softmax_backward(dp, s, probs)      # dS = P ⊙ (dP − Σ_j dP_j P_j)
             ds *= scale
             dq = np.matmul(ds, k)                        # dQ = dS K / √d_k

@@ -5,7 +5,9 @@
 
 The mask is drawn from a `DropoutRNG` the layers of one model share, so one reseed
 (`rng.seed(s)`) makes every mask of the next forward reproducible — gradient checks
-reseed before each forward to hold the masks fixed. Uniforms are always drawn in float32,
+reseed before each forward to hold the masks fixed. (Attention dropout draws one 64-bit
+seed per forward from the same generator, `draw_seed`, and hashes its mask from it inside
+the fused attention kernel; see nn/attention.py.) Uniforms are always drawn in float32,
 so a float32 and a float64 model draw the same masks from the same seed.
 """
 from __future__ import annotations
@@ -27,6 +29,11 @@ class DropoutRNG:
     def keep_mask(self, shape, p: float) -> np.ndarray:
         """Bool mask, True with probability 1 − p."""
         return self.generator.random(shape, dtype=np.float32) >= np.float32(p)
+
+    def draw_seed(self) -> int:
+        """A fresh 64-bit seed for a counter-based mask (ops.attention's dropout), drawn
+        from this generator: reseeding makes it, and so the mask, reproducible."""
+        return int(self.generator.integers(0, 1 << 64, dtype=np.uint64))
 
 
 class Dropout(Module):

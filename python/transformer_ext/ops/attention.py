@@ -17,6 +17,13 @@ with the mask by AND. mask:
     the compute dtype (the mask is not differentiated, so float64 masks are accepted
     on the cpp backend too).
 A query row with no key to attend gives output 0, lse -inf and zero gradients.
+
+Attention dropout (training): dropout_p = p > 0 with an integer ``seed`` in [0, 2**64)
+gives out = (P ⊙ M/(1−p)) v, P = softmax(q kᵀ/√d_k + mask), with the keep mask
+M[b,h,i,j] a counter-based hash of (seed, b, h, i, j) (reference.attention_dropout_mask;
+P(keep) = 1 − p). The kernel recomputes M per tile, so dropout costs no O(Tq·Tk) memory;
+attention_backward with the same (dropout_p, seed) sees the same mask, and both backends
+draw identical masks. lse stays the log-sum-exp of the undropped scores.
 """
 from __future__ import annotations
 
@@ -90,6 +97,29 @@ def _check_saved(op, saved, q):
     return out, lse
 
 
+def _check_dropout(op, dropout_p, seed):
+    """dropout_p in [0, 1) as a float; seed an int in [0, 2**64) (required when p > 0,
+    ignored when p == 0). Returns (p, seed) with seed None when p == 0."""
+    if isinstance(dropout_p, (bool, np.bool_)) or not isinstance(dropout_p, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{op}: argument 'dropout_p' must be a number in [0, 1), got {type(dropout_p).__name__}")
+    p = float(dropout_p)
+    if not 0.0 <= p < 1.0 or float(np.float32(p)) >= 1.0:
+        raise ValueError(f"{op}: argument 'dropout_p' must be in [0, 1), got {p}")
+    if p == 0.0:
+        return 0.0, None
+    if seed is None:
+        raise ValueError(
+            f"{op}: dropout_p={p} needs a seed (an int in [0, 2**64)); "
+            "pass the same seed to ops.attention and ops.attention_backward"
+        )
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"{op}: argument 'seed' must be an int in [0, 2**64), got {type(seed).__name__}")
+    seed = int(seed)
+    if not 0 <= seed < 1 << 64:
+        raise ValueError(f"{op}: argument 'seed' must be in [0, 2**64), got {seed}")
+    return p, seed
+
+
 # --------------------------------------------------------------------------- cpp helpers
 def _in_place(a: np.ndarray) -> np.ndarray:
     """`a` itself when the kernel can read it through its strides (aligned, element
@@ -113,7 +143,7 @@ def _cpp_mask(mask, B, H, Tq, Tk):
     return np.broadcast_to(add, (B, H, Tq, Tk))
 
 
-def _cpp_forward(q, k, v, causal, mask):
+def _cpp_forward(q, k, v, causal, mask, p=0.0, seed=None):
     B, H, Tq, D = q.shape
     Tk = k.shape[2]
     out = np.empty((B, H, Tq, D), np.float32)
@@ -121,36 +151,41 @@ def _cpp_forward(q, k, v, causal, mask):
     if B * H * Tq == 0:
         return out, lse
     if D == 0:  # empty head dim: only lse is non-empty (scores are all 0); reference semantics
-        return reference.attention(q, k, v, causal=causal, mask=mask, return_saved=True)[1]
+        return reference.attention(q, k, v, causal=causal, mask=mask, return_saved=True, dropout_p=p, seed=seed)[1]
     if Tk == 0:  # no key at all: every row gets 0 and lse -inf
         out.fill(0.0)
         lse.fill(-np.inf)
         return out, lse
     m = _cpp_mask(mask, B, H, Tq, Tk)
-    _checks.core().attention_forward(_in_place(q), _in_place(k), _in_place(v), m, causal, out, lse)
+    _checks.core().attention_forward(_in_place(q), _in_place(k), _in_place(v), m, causal, out, lse, p, seed or 0)
     return out, lse
 
 
 # --------------------------------------------------------------------------- public API
-def attention(q, k, v, causal=False, mask=None, return_saved=False):
+def attention(q, k, v, causal=False, mask=None, return_saved=False, dropout_p=0.0, seed=None):
     """out = softmax(q kᵀ/√d_k + mask) v.  q (B,H,Tq,D); k, v (B,H,Tk,D).
 
-    Returns out (B,H,Tq,D), or (out, saved) with saved = (out, lse) when return_saved;
-    lse (B,H,Tq) is the log-sum-exp of the scaled, masked scores per row (-inf when
-    the row has no key to attend)."""
+    dropout_p > 0 (with an int seed): attention dropout inside the kernel (see the module
+    docstring). Returns out (B,H,Tq,D), or (out, saved) with saved = (out, lse) when
+    return_saved; lse (B,H,Tq) is the log-sum-exp of the scaled, masked (undropped)
+    scores per row (-inf when the row has no key to attend)."""
     q, k, v = _check_qkv(_OP, q, k, v)
     B, H, Tq, _ = q.shape
     Tk = k.shape[2]
     mask = _check_mask(_OP, mask, B, H, Tq, Tk)
+    p, seed = _check_dropout(_OP, dropout_p, seed)
     causal = bool(causal)
     if _checks.backend() == "numpy":
-        return reference.attention(q, k, v, causal=causal, mask=mask, return_saved=return_saved)
-    out, lse = _cpp_forward(q, k, v, causal, mask)
+        return reference.attention(q, k, v, causal=causal, mask=mask, return_saved=return_saved,
+                                   dropout_p=p, seed=seed)
+    out, lse = _cpp_forward(q, k, v, causal, mask, p, seed)
     return (out, (out, lse)) if return_saved else out
 
 
-def attention_backward(dout, q, k, v, saved=None, causal=False, mask=None):
-    """Gradients (dq, dk, dv) of attention(q, k, v, causal, mask) given dout = ∂L/∂out.
+def attention_backward(dout, q, k, v, saved=None, causal=False, mask=None, dropout_p=0.0, seed=None):
+    """Gradients (dq, dk, dv) of attention(q, k, v, causal, mask, dropout_p=dropout_p,
+    seed=seed) given dout = ∂L/∂out (the same dropout_p and seed as the forward: the
+    mask is recomputed from them).
 
     saved = (out, lse) from attention(..., return_saved=True); None recomputes them."""
     q, k, v = _check_qkv(_OP_BWD, q, k, v)
@@ -162,20 +197,21 @@ def attention_backward(dout, q, k, v, saved=None, causal=False, mask=None):
     B, H, Tq, D = q.shape
     Tk = k.shape[2]
     mask = _check_mask(_OP_BWD, mask, B, H, Tq, Tk)
+    p, seed = _check_dropout(_OP_BWD, dropout_p, seed)
     causal = bool(causal)
     if saved is not None:
         saved = _check_saved(_OP_BWD, saved, q)
     if _checks.backend() == "numpy":
-        return reference.attention_backward(dout, q, k, v, saved, causal=causal, mask=mask)
+        return reference.attention_backward(dout, q, k, v, saved, causal=causal, mask=mask, dropout_p=p, seed=seed)
     dq = np.zeros((B, H, Tq, D), np.float32)
     dk = np.zeros((B, H, Tk, D), np.float32)
     dv = np.zeros((B, H, Tk, D), np.float32)
     if B * H * Tq * Tk * D == 0:  # empty, or no (query, key) pair: gradients are zero
         return dq, dk, dv
-    out, lse = saved if saved is not None else _cpp_forward(q, k, v, causal, mask)
+    out, lse = saved if saved is not None else _cpp_forward(q, k, v, causal, mask, p, seed)
     m = _cpp_mask(mask, B, H, Tq, Tk)
     _checks.core().attention_backward(
         _in_place(q), _in_place(k), _in_place(v), m, causal,
-        np.ascontiguousarray(out), np.ascontiguousarray(dout), np.ascontiguousarray(lse), dq, dk, dv,
+        np.ascontiguousarray(out), np.ascontiguousarray(dout), np.ascontiguousarray(lse), dq, dk, dv, p, seed or 0,
     )
     return dq, dk, dv

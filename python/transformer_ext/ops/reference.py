@@ -25,7 +25,8 @@ __all__ = [
     "matmul", "matmul_backward", "feed_forward", "feed_forward_backward",
     "softmax", "softmax_backward", "layer_norm", "layer_norm_backward",
     "gelu", "gelu_backward", "relu", "relu_backward",
-    "attention", "attention_backward", "attention_mask_to_additive",
+    "attention", "attention_backward", "attention_mask_to_additive", "attention_dropout_mask",
+    "attention_dropout_factors",
     "embedding", "embedding_backward", "sinusoidal_positions",
     "cross_entropy", "adamw_step", "erf",
 ]
@@ -255,6 +256,78 @@ def attention_mask_to_additive(mask, B, H, Tq, Tk, dtype, causal=False):
     return add
 
 
+_U64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+
+
+def _mix64(z):
+    """SplitMix64's finaliser on uint64 arrays (wrapping arithmetic)."""
+    z = z ^ (z >> np.uint64(30))
+    z = z * np.uint64(0xBF58476D1CE4E5B9)
+    z = z ^ (z >> np.uint64(27))
+    z = z * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def _fmix32(h, tmp):
+    """MurmurHash3's finaliser on a uint32 array, in place (wrapping arithmetic); tmp: scratch."""
+    for shift, mul in ((16, 0x85EBCA6B), (13, 0xC2B2AE35)):
+        np.right_shift(h, np.uint32(shift), out=tmp)
+        h ^= tmp
+        h *= np.uint32(mul)
+    np.right_shift(h, np.uint32(16), out=tmp)
+    h ^= tmp
+    return h
+
+
+def attention_dropout_threshold(p) -> int:
+    """Keep iff hash >= ceil(p·2^32), with p rounded to float32 first (as the C++ kernel
+    receives it), so both backends derive the same integer threshold."""
+    t = math.ceil(float(np.float32(p)) * 4294967296.0)
+    return min(t, 0xFFFFFFFF)
+
+
+def attention_dropout_mask(seed, B, H, Tq, Tk, p):
+    """The attention-dropout keep mask M (B, H, Tq, Tk), bool, of the C++ kernel, bit for bit:
+
+        z = mix64(mix64(mix64(mix64(seed + G) + (b+1)G) + (h+1)G) + (i+1)G)    per row
+        x = fmix32(fmix32(hi32(z) + j) ^ lo32(z))                             per element
+        keep iff x >= ceil(float32(p)·2^32)
+
+    (mix64: SplitMix64's finaliser, G = 0x9E3779B97F4A7C15, fmix32: MurmurHash3's;
+    arithmetic modulo 2^64 / 2^32.) A counter-based hash: any entry is a pure function of
+    (seed, b, h, i, j), so the fused kernel recomputes it per tile and never stores it."""
+    G = np.uint64(_GOLDEN)
+    with np.errstate(over="ignore"):
+        z = _mix64(np.array([(int(seed) + _GOLDEN) & _U64], np.uint64))             # (1,)
+        z = _mix64(z[:, None] + (np.arange(B, dtype=np.uint64) + np.uint64(1)) * G)  # (1, B)
+        z = _mix64(z[..., None] + (np.arange(H, dtype=np.uint64) + np.uint64(1)) * G)
+        z = _mix64(z[..., None] + (np.arange(Tq, dtype=np.uint64) + np.uint64(1)) * G)
+        z = z.reshape(B, H, Tq, 1)
+        lo = (z & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+        hi = (z >> np.uint64(32)).astype(np.uint32)
+        j = np.arange(Tk, dtype=np.uint64).astype(np.uint32)  # j mod 2^32
+        x = hi + j
+        tmp = np.empty_like(x)
+        _fmix32(x, tmp)
+        x ^= lo
+        _fmix32(x, tmp)
+    return x >= np.uint32(attention_dropout_threshold(p))
+
+
+def attention_dropout_factors(seed, B, H, Tq, Tk, p, dtype):
+    """M/(1−p) as a `dtype` array (B, H, Tq, Tk), or None when p == 0 (1/(1−p) from the
+    float32 p in float32, as the kernel computes it)."""
+    dtype = np.dtype(dtype)
+    if not p:
+        return None
+    keep = attention_dropout_mask(seed, B, H, Tq, Tk, p)
+    ks = dtype.type(1.0 / (1.0 - float(np.float32(p)))) if dtype == np.float32 else dtype.type(1.0 / (1.0 - p))
+    f = keep.astype(dtype)
+    f *= ks
+    return f
+
+
 def _attention_scores(q, k, causal, mask):
     """s = q kᵀ / √d_k + additive mask, shape (B, H, Tq, Tk)."""
     B, H, Tq, D = q.shape
@@ -267,12 +340,13 @@ def _attention_scores(q, k, causal, mask):
     return s, scale
 
 
-def attention(q, k, v, causal=False, mask=None, return_saved=False):
-    """out = softmax(q kᵀ/√d_k + mask) v   (q: (B,H,Tq,D); k, v: (B,H,Tk,D)).
+def attention(q, k, v, causal=False, mask=None, return_saved=False, dropout_p=0.0, seed=None):
+    """out = (P ⊙ M/(1−p)) v with P = softmax(q kᵀ/√d_k + mask)  (q: (B,H,Tq,D); k, v: (B,H,Tk,D)).
 
     causal: query i sees key j iff j <= i + (Tk - Tq). mask: see attention_mask_to_additive.
-    A query row with no visible key gives 0. saved = (out, lse) with
-    lse = log Σ_j exp(s_ij) of shape (B,H,Tq) (-inf for a fully masked row)."""
+    dropout_p = p > 0: attention dropout with the keep mask M = attention_dropout_mask(seed, ...)
+    (p = 0: M/(1−p) = 1). A query row with no visible key gives 0. saved = (out, lse) with
+    lse = log Σ_j exp(s_ij) of shape (B,H,Tq) (undropped; -inf for a fully masked row)."""
     s, _ = _attention_scores(q, k, causal, mask)
     zero = np.zeros((), s.dtype)
     m = np.max(s, axis=-1, keepdims=True) if s.shape[-1] else np.full(s.shape[:-1] + (1,), -np.inf, s.dtype)
@@ -282,14 +356,17 @@ def attention(q, k, v, causal=False, mask=None, return_saved=False):
     empty = l == 0
     l = np.where(empty, np.ones((), s.dtype), l)
     p = e / l
-    out = np.matmul(p, v)
+    B, H, Tq, Tk = s.shape
+    f = attention_dropout_factors(seed, B, H, Tq, Tk, dropout_p, s.dtype)
+    out = np.matmul(p if f is None else p * f, v)
     lse = np.where(empty, np.array(-np.inf, s.dtype), m + np.log(l))[..., 0]
     return _ret(out, (out, lse), return_saved)
 
 
-def attention_backward(dout, q, k, v, saved=None, causal=False, mask=None):
-    """With P = softmax(S) (recomputed as exp(S - lse)), D_i = Σ_d dout_id out_id = Σ_j P_ij dP_ij:
-    dv = Pᵀ dout;  dP = dout vᵀ;  dS = P ⊙ (dP - D);  dq = dS k / √d_k;  dk = dSᵀ q / √d_k.
+def attention_backward(dout, q, k, v, saved=None, causal=False, mask=None, dropout_p=0.0, seed=None):
+    """With P = softmax(S) (recomputed as exp(S - lse)), F = M/(1−p) the dropout factors
+    (1 without dropout), P̃ = P ⊙ F, and D_i = Σ_d dout_id out_id = Σ_j P_ij dP_ij:
+    dv = P̃ᵀ dout;  dP = (dout vᵀ) ⊙ F;  dS = P ⊙ (dP - D);  dq = dS k / √d_k;  dk = dSᵀ q / √d_k.
     Fully masked rows (lse = -inf) have P = 0 and contribute no gradient."""
     s, scale = _attention_scores(q, k, causal, mask)
     zero = np.zeros((), s.dtype)
@@ -302,8 +379,12 @@ def attention_backward(dout, q, k, v, saved=None, causal=False, mask=None):
         finite = ~np.isneginf(lse)
         lse_safe = np.where(finite, lse, zero)
         p = np.where(finite, np.exp(s - lse_safe), zero)
-    dv = np.matmul(np.swapaxes(p, -1, -2), dout)
+    B, H, Tq, Tk = s.shape
+    f = attention_dropout_factors(seed, B, H, Tq, Tk, dropout_p, s.dtype)
+    dv = np.matmul(np.swapaxes(p if f is None else p * f, -1, -2), dout)
     dp = np.matmul(dout, np.swapaxes(v, -1, -2))
+    if f is not None:
+        dp = dp * f
     if out is not None:
         d = np.sum(dout * out, axis=-1, keepdims=True)
     else:
