@@ -44,3 +44,32 @@ def threads():
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+def fd_check_params(model, loss, samples=3, h=1e-6, atol=1e-8, rtol=1e-5):
+    """Check the gradients a backward left in model.gradients() against central differences of
+    `loss()` (a float64 model; `loss` reseeds dropout itself if needed), for `samples` entries of
+    every tensor taken where the analytic gradient is non-zero (a zero gradient everywhere fails)
+    plus one entry anywhere. Asserts |backward − numeric| <= atol + rtol·|numeric|: in float64 the
+    FD error is ~ ε·|L|/h ~ 1e-9 for L ~ 10, gradients are O(1e-3..1). Returns the worst abs error."""
+    grads = {n: g.copy() for n, g in model.gradients().items()}
+    rng = np.random.default_rng(0)
+    worst = 0.0
+    for name, value in model.parameters().items():
+        g = grads[name]
+        nz = np.flatnonzero(g)
+        assert nz.size, f"{name}: zero gradient"
+        picks = np.concatenate([rng.choice(nz, size=min(samples, nz.size), replace=False),
+                                rng.choice(value.size, size=1)])
+        for flat_i in picks:
+            idx = np.unravel_index(flat_i, value.shape)
+            old = value[idx]
+            value[idx] = old + h
+            lp = loss()
+            value[idx] = old - h
+            lm = loss()
+            value[idx] = old
+            n, a = (lp - lm) / (2 * h), g[idx]
+            assert abs(a - n) <= atol + rtol * abs(n), f"{name}{idx}: backward {a:.10g} vs numeric {n:.10g}"
+            worst = max(worst, abs(a - n))
+    return worst

@@ -11,7 +11,7 @@ import transformer_ext as tx
 from transformer_ext import ops
 from transformer_ext.models import GPT, GPTConfig
 
-from conftest import needs_core
+from conftest import fd_check_params, needs_core
 
 TINY = dict(vocab_size=50, n_positions=16, n_embd=16, n_layer=2, n_head=2)
 NO_DROPOUT = dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
@@ -89,34 +89,16 @@ def test_gpt2_initialisation_and_determinism():
 
 
 # ---------------------------------------------------------------------------- gradients
-def fd_check_model(model, ids, targets, samples=3, reseed=None, h=1e-6):
+def fd_check_model(model, ids, targets, samples=3, reseed=None):
     """Central differences of the mean cross-entropy for `samples` entries of every tensor."""
     loss_and_grads(model, ids, targets, reseed)
-    grads = {n: g.copy() for n, g in model.gradients().items()}
-    rng = np.random.default_rng(0)
 
     def loss():
         if reseed is not None:
             model.seed_dropout(reseed)
         return ops.cross_entropy(model(ids), targets)[0]
 
-    worst = 0.0
-    for name, value in model.parameters().items():
-        g = grads[name]
-        assert np.any(g != 0), f"{name}: zero gradient"
-        for flat_i in rng.choice(value.size, size=samples, replace=False):
-            idx = np.unravel_index(flat_i, value.shape)
-            old = value[idx]
-            value[idx] = old + h
-            lp = loss()
-            value[idx] = old - h
-            lm = loss()
-            value[idx] = old
-            n, a = (lp - lm) / (2 * h), g[idx]
-            # float64: FD error ~ ε·L/h ~ 1e-9; gradients of this loss are O(1e-3..1e-1)
-            assert abs(a - n) <= 1e-8 + 1e-5 * abs(n), f"{name}{idx}: backward {a:.10g} vs numeric {n:.10g}"
-            worst = max(worst, abs(a - n))
-    return worst
+    return fd_check_params(model, loss, samples)
 
 
 def test_whole_model_gradcheck_float64():
