@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import transformer_ext as tx
+from transformer_ext.gradcheck import central_difference
 
 try:  # hypothesis: derandomized, no deadline (the machine is shared and noisy)
     from hypothesis import settings
@@ -63,13 +64,7 @@ def fd_check_params(model, loss, samples=3, h=1e-6, atol=1e-8, rtol=1e-5):
                                 rng.choice(value.size, size=1)])
         for flat_i in picks:
             idx = np.unravel_index(flat_i, value.shape)
-            old = value[idx]
-            value[idx] = old + h
-            lp = loss()
-            value[idx] = old - h
-            lm = loss()
-            value[idx] = old
-            n, a = (lp - lm) / (2 * h), g[idx]
+            n, a = central_difference(loss, value, idx, h), g[idx]
             assert abs(a - n) <= atol + rtol * abs(n), f"{name}{idx}: backward {a:.10g} vs numeric {n:.10g}"
             worst = max(worst, abs(a - n))
     return worst

@@ -14,6 +14,7 @@ import pytest
 
 import transformer_ext as tx
 from transformer_ext import nn
+from transformer_ext.gradcheck import central_difference
 from transformer_ext.models.params import ParamStore
 
 H = 1e-6
@@ -67,13 +68,7 @@ def grad_check(case, samples=4, seed=0, reseed=None):
         loss = lambda: float(np.sum(fwd() * g))  # noqa: E731
 
         def numeric(arr, idx):
-            old = arr[idx]
-            arr[idx] = old + H
-            lp = loss()
-            arr[idx] = old - H
-            lm = loss()
-            arr[idx] = old
-            return (lp - lm) / (2 * H)
+            return central_difference(loss, arr, idx, H)
 
         checked = 0
         targets = [(p.name, p.value, p.grad) for p in layer.params()]

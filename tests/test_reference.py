@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 import pytest
 
+from transformer_ext.gradcheck import central_difference
 from transformer_ext.ops import reference as R
 
 H_FD = 1e-6
@@ -26,13 +27,7 @@ def numeric_grad(f, x, h=H_FD):
     assert np.shares_memory(flat, x)
     gf = g.reshape(-1)
     for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + h
-        fp = f()
-        flat[i] = old - h
-        fm = f()
-        flat[i] = old
-        gf[i] = (fp - fm) / (2 * h)
+        gf[i] = central_difference(f, flat, i, h)
     return g
 
 

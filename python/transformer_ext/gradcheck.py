@@ -133,13 +133,7 @@ def gradcheck(model_or_layer, inputs, *, samples: int = 5, h: float = 1e-6, rtol
             worst_abs = worst_rel = 0.0
             for flat_i in idxs:
                 idx = np.unravel_index(flat_i, value.shape)
-                old = value[idx]
-                value[idx] = old + h
-                lp = loss()
-                value[idx] = old - h
-                lm = loss()
-                value[idx] = old
-                n, a = (lp - lm) / (2 * h), float(grad[idx])
+                n, a = central_difference(loss, value, idx, h), float(grad[idx])
                 err = abs(a - n)
                 rel = err / max(abs(a), abs(n), atol / rtol)
                 worst_abs, worst_rel = max(worst_abs, err), max(worst_rel, rel)
@@ -150,6 +144,17 @@ def gradcheck(model_or_layer, inputs, *, samples: int = 5, h: float = 1e-6, rtol
     if verbose:
         print(report.table, file=file, flush=True)
     return report
+
+
+def central_difference(loss, value: np.ndarray, idx, h: float = 1e-6) -> float:
+    """(loss() at value[idx] + h − loss() at value[idx] − h) / 2h, restoring value[idx] after."""
+    old = value[idx]
+    value[idx] = old + h
+    lp = loss()
+    value[idx] = old - h
+    lm = loss()
+    value[idx] = old
+    return (lp - lm) / (2 * h)
 
 
 def _table(rows, rtol) -> str:
@@ -164,4 +169,4 @@ def _table(rows, rtol) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["gradcheck", "GradcheckReport"]
+__all__ = ["gradcheck", "GradcheckReport", "central_difference"]
