@@ -26,6 +26,14 @@ def check_text(text, where: str) -> str:
 NORMALIZATIONS = (None, "NFC", "NFKC", "NFD", "NFKD")
 
 
+def check_ids(ids) -> np.ndarray:
+    """decode's argument as a 1-D integer array (a TypeError otherwise)."""
+    arr = np.asarray(ids)
+    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+        raise TypeError(f"decode: ids must be a 1-D sequence of ints, got {arr.dtype} shape {arr.shape}")
+    return arr
+
+
 def check_normalization(normalization):
     if normalization is not None:
         normalization = str(normalization).upper()

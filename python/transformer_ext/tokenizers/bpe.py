@@ -134,9 +134,7 @@ class ByteLevelBPETokenizer:
         return _base.batch_from_flat(flat, offsets, pad_id, padding, max_length, truncation, padding_side)
 
     def decode_bytes(self, ids) -> bytes:
-        arr = np.asarray(ids)
-        if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
-            raise TypeError(f"decode: ids must be a 1-D sequence of ints, got {arr.dtype} shape {arr.shape}")
+        arr = _base.check_ids(ids)
         if self._core is not None:
             return self._core.decode(arr.astype(np.int64))
         out = []

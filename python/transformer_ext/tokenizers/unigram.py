@@ -262,9 +262,7 @@ class UnigramTokenizer:
         return [self.id_to_token[i] for i in self.encode(text)]
 
     def decode(self, ids) -> str:
-        arr = np.asarray(ids)
-        if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
-            raise TypeError(f"decode: ids must be a 1-D sequence of ints, got {arr.dtype} shape {arr.shape}")
+        arr = _base.check_ids(ids)
         out = []
         for i in arr.tolist():
             t = self.id_to_token.get(i)

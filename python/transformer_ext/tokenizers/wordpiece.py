@@ -310,9 +310,7 @@ class WordPieceTokenizer:
         return _base.build_rows(parts, n, pad_id, padding, max_length, padding_side, with_types=True)
 
     def decode(self, ids, skip_special_tokens: bool = True, clean_up_tokenization_spaces: bool = True) -> str:
-        arr = np.asarray(ids)
-        if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
-            raise TypeError(f"decode: ids must be a 1-D sequence of ints, got {arr.dtype} shape {arr.shape}")
+        arr = _base.check_ids(ids)
         toks = []
         for i in arr.tolist():
             t = self.id_to_token.get(i)
