@@ -87,8 +87,9 @@ def check_gemm(c, a, b, bias, c0, ta, tb, acc):
 
 
 # Sizes around every variant's blocking: MR = 14 / 6 / 6, NR = 32 / 16 / 8 (avx512 /
-# avx2 / portable), KC = 512 / 256 / 256, MC = 168 / 240 / 120, NC = 1024 / 4096 / 2048 (B packed in
-# row-wise groups of 8 slivers: 256 / 128 / 64 columns); the skinny
+# avx2 / portable), KC = 512 / 256 / 256, MC = 1008 (all three), NC = 384 / 256 / 256 (blocks
+# balanced: N = 385 is two blocks of 224 + 161 on avx512; B packed in row-wise groups of
+# 8 slivers: 256 / 128 / 64 columns); the skinny
 # paths take M <= 32 (streaming, not trans_b: column chunks of up to 1024, 8 rows of B
 # per pass) and M <= 64 (dot products, trans_b: 16 / 8 / 4-lane steps, 4 rows of B at
 # a time); plus the usual odd sizes.
@@ -101,6 +102,7 @@ GEMM_SHAPES = [
     (18, 4097, 3), (3, 2049, 5), (2, 1100, 9), (9, 300, 17), (4, 9, 15), (8, 5, 33),
     (32, 1030, 20), (33, 40, 19), (64, 7, 40), (65, 9, 31),
     (40, 1023, 20), (34, 1025, 9), (70, 1057, 33), (34, 257, 260), (35, 255, 9), (66, 129, 7),
+    (40, 383, 9), (47, 385, 513), (33, 769, 5), (1007, 20, 9), (1009, 33, 7), (2017, 9, 3),
 ]
 
 

@@ -1,12 +1,17 @@
 // GEMM: C = op(A)·op(B) [+ bias] [+ C], row-major float32, and sum_rows (the bias
-// gradient). The classic BLIS/GotoBLAS design (Goto & van de Geijn, "Anatomy of
-// high-performance matrix multiplication", 2008; Van Zee & van de Geijn, BLIS 2015):
+// gradient). The BLIS/GotoBLAS design (Goto & van de Geijn, "Anatomy of high-performance
+// matrix multiplication", 2008; Van Zee & van de Geijn, BLIS 2015), with the roles BLIS
+// gives A and B on Skylake-X (its 32×6 kernel) because our tile's vector dimension is N:
 //
-//   for jc in N step NC:            B block  KC×NC  (lives in L3)
-//     for pc in K step KC:          pack op(B)[pc:pc+kc, jc:jc+nc] into NR-wide panels
-//       for ic in M step MC:        pack op(A)[ic:ic+mc, pc:pc+kc] into MR-tall panels (L2)
-//         for jr in nc step NR:     one B micro-panel kc×NR (L1)
-//           for ir in mc step MR:   micro-kernel: MR×NR tile of C held in registers
+//   for pc in K step KC:
+//     for ic in M step MC:          pack op(A)[ic:ic+mc, pc:pc+kc] into MR-tall slivers (L3)
+//       for jc in N step NC:        pack op(B)[pc:pc+kc, jc:jc+nc] into NR-wide slivers (L2)
+//         for ir in mc step MR:     one A sliver kc×MR, reused across the row (L1)
+//           for jr in nc step NR:   micro-kernel: MR×NR tile of C held in registers;
+//                                   B slivers stream from L2
+//
+// Each operand is packed once per thread (B once per MC rows). The micro-kernel
+// prefetches the next C tile while it runs (C usually lives in L3).
 //
 // Packing reads op(A)/op(B) in place whatever trans_a/trans_b are and writes the single
 // layout the micro-kernel wants (A: k-major MR-wide slivers, B: k-major NR-wide
@@ -82,12 +87,12 @@ TX_INLINE float vsum(V v) { return _mm512_reduce_add_ps(v); }  // a fixed shuffl
 
 // 14×32 tile: 28 zmm accumulators + 2 for the B sliver + 1 broadcast (of 32).
 constexpr int MR = 14, NV = 2;
-// NC = 1024: measured against 4096 (1 thread): equal at M = 2048, +10-40% for M = 33..512.
-// KC = 512 (MC = 12 tiles, so the A block stays 336 KiB): fewer passes over C, which at
-// transformer shapes lives in L3; the micro-kernel streams its 64 KiB B sliver from L2 at
-// 130 GF/s (94-98% of peak, vs 124 from L1 at KC = 256). Measured against KC = 256 /
-// MC = 24 tiles, 1 thread, one process interleaved: +3-12% on the GPT-2 training shapes.
-constexpr int64_t KC = 512, MC = MR * 12, NC = 1024;
+// KC×NC = 768 KiB B block (L2: 2 MiB on Sapphire Rapids, 1 MiB on Zen 4); MC = 72 tiles
+// (2 MiB A block, L3). KC = 512 rather than 256 halves the passes over C. The inner loops
+// alone (packed blocks, C in L3, 1 thread, medians of 31 interleaved runs): 126 GF/s at
+// KC×NC = 512×384 or 512×512, 115 at 512×768, 114 at 256×1536; the previous nest (A block
+// in L2, B block 2 MiB: B slivers from L3) 97; the micro-kernel alone 125.
+constexpr int64_t KC = 512, MC = MR * 72, NC = 384;
 // Skinny paths: SK_KB rows of B per pass over C; dot path: SD_R × SD_J dots at a time.
 constexpr int SK_KB = 8, SD_R = 4, SD_J = 4;
 
@@ -114,7 +119,7 @@ TX_INLINE float vsum(V v) {
 
 // 6×16 tile: 12 ymm accumulators + 2 B + 1 broadcast (of 16).
 constexpr int MR = 6, NV = 2;
-constexpr int64_t KC = 256, MC = MR * 40, NC = 4096;
+constexpr int64_t KC = 256, MC = MR * 168, NC = 256;  // B block 256 KiB
 constexpr int SK_KB = 8, SD_R = 2, SD_J = 4;
 
 #elif defined(__GNUC__)
@@ -145,7 +150,7 @@ TX_INLINE float vsum(V v) { return (v[0] + v[1]) + (v[2] + v[3]); }
 
 // 6×8 tile: 12 xmm-sized accumulators (16 xmm on baseline x86-64).
 constexpr int MR = 6, NV = 2;
-constexpr int64_t KC = 256, MC = MR * 20, NC = 2048;
+constexpr int64_t KC = 256, MC = MR * 168, NC = 256;
 constexpr int SK_KB = 8, SD_R = 2, SD_J = 4;
 
 #else
@@ -194,7 +199,7 @@ TX_INLINE float vsum(V v) { return (v.f[0] + v.f[1]) + (v.f[2] + v.f[3]); }
 
 // 6×8 tile: 12 xmm-sized accumulators (16 xmm on baseline x86-64).
 constexpr int MR = 6, NV = 2;
-constexpr int64_t KC = 256, MC = MR * 20, NC = 2048;
+constexpr int64_t KC = 256, MC = MR * 168, NC = 256;
 constexpr int SK_KB = 8, SD_R = 2, SD_J = 4;
 #endif
 
@@ -306,6 +311,11 @@ TX_INLINE void transpose_vl(V (&r)[VL]) {  // 8×8: unpack, 4×4 shuffles, 128-b
 #define TX_HAVE_TRANSPOSE 1
 #endif
 
+// The transposing pack reads VL floats from each of up to VL rows per step; the hardware
+// prefetchers follow that many strided streams poorly: prefetch PACK_PF floats ahead in
+// each row (measured on Sapphire Rapids, 1 thread: ~+10% for the pack).
+constexpr int64_t PACK_PF = 64;
+
 template <int W, int LD>
 TX_INLINE void pack_transposed(const float* __restrict src, int64_t lds, int rows, int64_t kc,
                                float* __restrict dst) {
@@ -313,6 +323,9 @@ TX_INLINE void pack_transposed(const float* __restrict src, int64_t lds, int row
   static_assert(W <= VL, "one register transpose per VL×VL block");
   for (int64_t k0 = 0; k0 < kc; k0 += VL) {
     const int kn = (int)imin(VL, kc - k0);
+    if (k0 + PACK_PF < kc) {
+      for (int i = 0; i < rows; ++i) prefetch_line(src + i * lds + k0 + PACK_PF);
+    }
     V r[VL];
     TX_UNROLL for (int i = 0; i < VL; ++i) {
       const float* s = src + i * lds + k0;
@@ -387,22 +400,33 @@ TX_INLINE void tile_store(V (&c)[R][W], float* C, int64_t ldc, int mr, int nr) {
 // ---------------------------------------------------------------------------------
 // Micro-kernel: C[0:mr, 0:nr] = init + Σ_k Ap[k, 0:MR] ⊗ Bp[k, 0:NR] over kc steps.
 // Ap: packed A sliver (Ap[k*MR + i]); Bp: packed B sliver (Bp[k*NR + j]), 64-byte aligned.
+// Cn: the C tile the next call works on (nullptr: none); its MR rows are prefetched
+// during the first MR steps, so that call's tile_init finds them in L1 (C is usually in
+// L3: the loads would otherwise stall each call's start).
 // ---------------------------------------------------------------------------------
+TX_INLINE void micro_step(V (&c)[MR][NV], const float* __restrict a, const float* __restrict b) {
+  V bv[NV];
+  TX_UNROLL for (int v = 0; v < NV; ++v) bv[v] = vload(b + v * VL);
+  TX_UNROLL for (int i = 0; i < MR; ++i) {
+    const V av = vset1(a[i]);
+    TX_UNROLL for (int v = 0; v < NV; ++v) c[i][v] = vfma(av, bv[v], c[i][v]);
+  }
+}
+
 static void micro_kernel(int64_t kc, const float* __restrict Ap, const float* __restrict Bp,
                          float* __restrict C, int64_t ldc, int mr, int nr, bool load_c,
-                         const float* __restrict bias) {
+                         const float* __restrict bias, const float* Cn) {
   V c[MR][NV];
   tile_init<MR, NV>(c, C, ldc, mr, nr, load_c, bias);
-  for (int64_t k = 0; k < kc; ++k) {
-    const float* a = Ap + k * MR;
-    const float* b = Bp + k * NR;
-    V bv[NV];
-    TX_UNROLL for (int v = 0; v < NV; ++v) bv[v] = vload(b + v * VL);
-    TX_UNROLL for (int i = 0; i < MR; ++i) {
-      const V av = vset1(a[i]);
-      TX_UNROLL for (int v = 0; v < NV; ++v) c[i][v] = vfma(av, bv[v], c[i][v]);
+  int64_t k = 0;
+  if (Cn) {
+    for (; k < imin(kc, MR); ++k) {
+      prefetch_line(Cn + k * ldc);  // the row's first and last float: its line(s)
+      prefetch_line(Cn + k * ldc + NR - 1);
+      micro_step(c, Ap + k * MR, Bp + k * NR);
     }
   }
+  for (; k < kc; ++k) micro_step(c, Ap + k * MR, Bp + k * NR);
   tile_store<MR, NV>(c, C, ldc, mr, nr);
 }
 
@@ -436,7 +460,10 @@ static void pack_A(const Problem& P, int64_t i0, int64_t mc, int64_t p0, int64_t
   }
 }
 
-// op(B)[p0:p0+kc, j0:j0+nc] -> ceil(nc/NR) slivers of kc×NR (columns past nc are zero).
+// op(B)[p0:p0+kc, j0:j0+nc] -> ceil(nc/NR) slivers of kc×NR (columns past nc are zero),
+// kc + 1 rows apart: unpadded, kc·NR floats is a multiple of 4 KiB at the usual kc, so the
+// slivers written side by side below all map to the same L1 sets and evict each other
+// (measured, 1 thread: the pack from L2 5.1 -> 8.2 GB/s with the padding row).
 static void pack_B(const Problem& P, int64_t p0, int64_t kc, int64_t j0, int64_t nc, float* __restrict Bp) {
   if (!P.trans_b) {
     // B stored K×N: each k gives nr contiguous floats per sliver. Groups of PB_G slivers
@@ -449,7 +476,7 @@ static void pack_B(const Problem& P, int64_t p0, int64_t kc, int64_t j0, int64_t
       const float* src = P.B + p0 * P.ldb + j0;
       for (int64_t k = 0; k < kc; ++k) {
         for (int64_t jr = g; jr < g1; jr += NR) {
-          copy_pad<NR>(Bp + jr * kc + k * NR, src + k * P.ldb + jr, (int)imin(NR, nc - jr));
+          copy_pad<NR>(Bp + jr * (kc + 1) + k * NR, src + k * P.ldb + jr, (int)imin(NR, nc - jr));
         }
       }
     }
@@ -457,7 +484,7 @@ static void pack_B(const Problem& P, int64_t p0, int64_t kc, int64_t j0, int64_t
   }
   for (int64_t jr = 0; jr < nc; jr += NR) {
     const int nr = (int)imin(NR, nc - jr);
-    float* dst = Bp + jr * kc;
+    float* dst = Bp + jr * (kc + 1);
     {  // B stored N×K: row j of B is column j of op(B); VL columns at a time
       const float* src = P.B + (j0 + jr) * P.ldb + p0;
       TX_UNROLL for (int h = 0; h < NR; h += VL) {
@@ -468,36 +495,61 @@ static void pack_B(const Problem& P, int64_t p0, int64_t kc, int64_t j0, int64_t
   }
 }
 
-// The loop nest for the block C[m0:m1, n0:n1] (one thread). Ap holds MC×KC floats,
-// Bp KC×min(NC, n1-n0 rounded to NR).
-static void gemm_packed_block(const Problem& P, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
-                              int64_t kc_max, float* Ap, float* Bp) {
-  for (int64_t jc = n0; jc < n1; jc += NC) {
-    const int64_t nc = imin(NC, n1 - jc);
-    for (int64_t pc = 0; pc < P.K; pc += kc_max) {
-      const int64_t kc = imin(kc_max, P.K - pc);
-      pack_B(P, pc, kc, jc, nc, Bp);
-      // First K block: init from (accumulate ? C : 0) + bias; later blocks continue
-      // the chain from the stored C.
-      const bool first = pc == 0;
-      const bool load_c = !first || P.accumulate;
-      const float* bias = first ? P.bias : nullptr;
-      for (int64_t ic = m0; ic < m1; ic += MC) {
-        const int64_t mc = imin(MC, m1 - ic);
-        pack_A(P, ic, mc, pc, kc, Ap);
-        for (int64_t jr = 0; jr < nc; jr += NR) {
-          const int nr = (int)imin(NR, nc - jr);
-          const float* bsl = Bp + jr * kc;
-          const float* bb = bias ? bias + jc + jr : nullptr;
-          for (int64_t ir = 0; ir < mc; ir += MR) {
-            const int mr = (int)imin(MR, mc - ir);
-            micro_kernel(kc, Ap + ir * kc, bsl, P.C + (ic + ir) * P.ldc + jc + jr, P.ldc, mr, nr,
-                         load_c, bb);
-          }
-        }
-      }
+// Block size for n items in blocks of at most max: equal blocks of whole units (so a
+// 1024-wide range gets 3 × 352 rather than 2 × 384 + 256).
+TX_INLINE int64_t balanced(int64_t n, int64_t max, int64_t unit) {
+  return n <= 0 ? unit : round_up(ceil_div(n, ceil_div(n, max)), unit);
+}
+
+// The next C tile after (i, j) in the order the loop nest below visits tiles of the
+// block C[i0:i0+mc, j0:j0+nc] (row of tiles by row of tiles), or nullptr after the last.
+TX_INLINE const float* next_tile(float* C, int64_t ldc, int64_t i, int64_t j, int64_t i0, int64_t mc,
+                                 int64_t j0, int64_t nc, int64_t nr_step) {
+  if (j + nr_step < j0 + nc) return C + i * ldc + j + nr_step;
+  if (i + MR < i0 + mc) return C + (i + MR) * ldc + j0;
+  return nullptr;
+}
+
+// The outer loops of both packed GEMMs (this one and pk_gemm) for the block
+// C[m0:m1, n0:n1] of one thread: K blocks, M blocks (op(A) packed into Ap, MC×KC
+// floats), N blocks of whole n_unit columns; block(pc, kc, ic, mc, jc, nc) runs the
+// inner loops over one packed A block and one L2 block of B.
+template <class Block>
+TX_INLINE void outer_loops(const Problem& P, int64_t kc_max, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
+                           int64_t n_unit, float* Ap, Block block) {
+  const int64_t mc_max = balanced(m1 - m0, MC, MR), nc_max = balanced(n1 - n0, NC, n_unit);
+  for (int64_t pc = 0; pc < P.K; pc += kc_max) {
+    const int64_t kc = imin(kc_max, P.K - pc);
+    for (int64_t ic = m0; ic < m1; ic += mc_max) {
+      const int64_t mc = imin(mc_max, m1 - ic);
+      pack_A(P, ic, mc, pc, kc, Ap);
+      for (int64_t jc = n0; jc < n1; jc += nc_max) block(pc, kc, ic, mc, jc, imin(nc_max, n1 - jc));
     }
   }
+}
+
+// One thread's block C[m0:m1, n0:n1]. Bp holds (KC+1)×min(NC, n1-n0 rounded to NR) floats.
+static void gemm_packed_block(const Problem& P, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
+                              int64_t kc_max, float* Ap, float* Bp) {
+  outer_loops(P, kc_max, m0, m1, n0, n1, NR, Ap,
+              [&](int64_t pc, int64_t kc, int64_t ic, int64_t mc, int64_t jc, int64_t nc) {
+    // First K block: init from (accumulate ? C : 0) + bias; later blocks continue the
+    // chain from the stored C.
+    const bool first = pc == 0;
+    const bool load_c = !first || P.accumulate;
+    pack_B(P, pc, kc, jc, nc, Bp);
+    for (int64_t ir = 0; ir < mc; ir += MR) {
+      const int mr = (int)imin(MR, mc - ir);
+      const float* asl = Ap + ir * kc;
+      for (int64_t jr = 0; jr < nc; jr += NR) {
+        const int nr = (int)imin(NR, nc - jr);
+        float* Ct = P.C + (ic + ir) * P.ldc + jc + jr;
+        micro_kernel(kc, asl, Bp + jr * (kc + 1), Ct, P.ldc, mr, nr, load_c,
+                     first && P.bias ? P.bias + jc + jr : nullptr,
+                     next_tile(P.C, P.ldc, ic + ir, jc + jr, ic, mc, jc, nc, NR));
+      }
+    }
+  });
 }
 
 static void gemm_packed(const Problem& P) {
@@ -522,9 +574,9 @@ static void gemm_packed(const Problem& P) {
   }
   const int parts = tm * tn;
 
-  const int64_t n_part = round_up(ceil_div(ntiles, tn) * NR, NR);
-  const int64_t a_sz = round_up(MC * kc_max, 16);
-  const int64_t b_sz = round_up(imin(NC, n_part) * kc_max, 16);
+  const int64_t m_part = ceil_div(mtiles, tm) * MR, n_part = ceil_div(ntiles, tn) * NR;
+  const int64_t a_sz = round_up(imin(MC, m_part) * kc_max, 16);
+  const int64_t b_sz = round_up(imin(NC, n_part) * (kc_max + 1), 16);
   float* scratch = scratch_alloc((a_sz + b_sz) * parts);
 
 #if defined(_OPENMP)
@@ -811,9 +863,16 @@ TX_INLINE uint16_t f32_to_bf16(float f) {
 // row alongside this one (nullptr: none).
 template <int R, bool BF, int AKS>
 static void pk_tile(int64_t kc, const float* const* ar, const void* W, float* __restrict C, int64_t ldc,
-                    int mr, int nr, bool load_c, const float* __restrict bias, const void* Wnext = nullptr) {
+                    int mr, int nr, bool load_c, const float* __restrict bias, const void* Wnext = nullptr,
+                    const float* Cn = nullptr) {
   V c[R][NV];
   tile_init<R, NV>(c, C, ldc, mr, nr, load_c, bias);
+  if (Cn) {  // the next call's C tile (see micro_kernel): here all at once, kc steps ahead
+    TX_UNROLL for (int i = 0; i < R; ++i) {
+      prefetch_line(Cn + i * ldc);
+      prefetch_line(Cn + i * ldc + NR - 1);
+    }
+  }
   const float* a[R];
   TX_UNROLL for (int i = 0; i < R; ++i) a[i] = ar[i];
   const float* a0 = ar[0];  // a packed A sliver (AKS = MR): one base pointer, not R (GPR pressure)
@@ -1097,48 +1156,35 @@ static void pk_gemm(const PackedProblem& P) {
     if (best >= 0) break;
   }
   const int parts = tm * tn;
-  const int64_t a_sz = round_up(MC * kc_max, 16);
+  const int64_t a_sz = round_up(imin(MC, ceil_div(mtiles, tm) * MR) * kc_max, 16);
   float* scratch = scratch_alloc(a_sz * parts);
   const Problem PA{false, false, P.M, P.N, P.K, P.A, P.lda, nullptr, 0, nullptr, nullptr, 0, false};
-  constexpr int64_t NCP = NC / PW;  // panels per L3 block
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static) num_threads(parts) if (parts > 1)
 #endif
   for (int part = 0; part < parts; ++part) {
     const int pm = part / tn, pn = part % tn;
     const int64_t m0 = imin(P.M, mtiles * pm / tm * MR), m1 = imin(P.M, mtiles * (pm + 1) / tm * MR);
-    const int64_t p0 = panels * pn / tn, p1 = panels * (pn + 1) / tn;
+    const int64_t n0 = panels * pn / tn * PW, n1 = imin(P.N, panels * (pn + 1) / tn * PW);
     float* Ap = scratch + (int64_t)part * a_sz;
-    for (int64_t jc = p0; jc < p1; jc += NCP) {
-      const int64_t jc1 = imin(p1, jc + NCP);
-      for (int64_t pc = 0; pc < P.K; pc += kc_max) {
-        const int64_t kc = imin(kc_max, P.K - pc);
-        const bool first = pc == 0;
-        const bool load_c = !first || P.accumulate;
-        for (int64_t ic = m0; ic < m1; ic += MC) {
-          const int64_t mc = imin(MC, m1 - ic);
-          pack_A(PA, ic, mc, pc, kc, Ap);
-          for (int64_t p = jc; p < jc1; ++p) {
-            for (int s = 0; s < PW / NR; ++s) {
-              const int64_t col = p * PW + s * NR;
-              if (col >= P.N) break;
-              const int nr = (int)imin(NR, P.N - col);
-              const float* bias = first && P.bias ? P.bias + col : nullptr;
-              const void* w = pk_sliver(P, p, s, pc);
-              // First row block: the sliver comes from memory; fetch the next one meanwhile.
-              const bool next = ic == m0 && (s + 1 < PW / NR ? col + NR < P.N : p + 1 < jc1);
-              const void* wn = !next ? nullptr : s + 1 < PW / NR ? pk_sliver(P, p, s + 1, pc) : pk_sliver(P, p + 1, 0, pc);
-              for (int64_t ir = 0; ir < mc; ir += MR) {
-                const float* ar[MR];
-                for (int i = 0; i < MR; ++i) ar[i] = Ap + ir * kc + i;
-                pk_tile<MR, BF, MR>(kc, ar, w, P.C + (ic + ir) * P.ldc + col, P.ldc, (int)imin(MR, mc - ir),
-                                    nr, load_c, bias, ir == 0 ? wn : nullptr);
-              }
-            }
-          }
+    outer_loops(PA, kc_max, m0, m1, n0, n1, PW, Ap,
+                [&](int64_t pc, int64_t kc, int64_t ic, int64_t mc, int64_t jc, int64_t nc) {
+      const bool first = pc == 0;
+      const bool load_c = !first || P.accumulate;
+      const auto sliver = [&](int64_t col) { return pk_sliver(P, col / PW, (int)(col % PW / NR), pc); };
+      for (int64_t ir = 0; ir < mc; ir += MR) {
+        const float* ar[MR];
+        for (int i = 0; i < MR; ++i) ar[i] = Ap + ir * kc + i;
+        for (int64_t col = jc; col < jc + nc; col += NR) {
+          // First row of tiles: the slivers come from memory (later rows find them in
+          // L2); fetch the next one meanwhile.
+          const void* wn = ir == 0 && col + NR < jc + nc ? sliver(col + NR) : nullptr;
+          pk_tile<MR, BF, MR>(kc, ar, sliver(col), P.C + (ic + ir) * P.ldc + col, P.ldc, (int)imin(MR, mc - ir),
+                              (int)imin(NR, jc + nc - col), load_c, first && P.bias ? P.bias + col : nullptr, wn,
+                              next_tile(P.C, P.ldc, ic + ir, col, ic, mc, jc, nc, NR));
         }
       }
-    }
+    });
   }
   free(scratch);
 }
