@@ -87,7 +87,7 @@ def check_gemm(c, a, b, bias, c0, ta, tb, acc):
 
 
 # Sizes around every variant's blocking: MR = 14 / 6 / 6, NR = 32 / 16 / 8 (avx512 /
-# avx2 / portable), KC = 512 / 256 / 256, MC = 1008 (all three), NC = 384 / 256 / 256 (blocks
+# avx2 / portable), KC = 512 / 256 / 256, MC = 2100 (all three), NC = 384 / 256 / 256 (blocks
 # balanced: N = 385 is two blocks of 224 + 161 on avx512; B packed in row-wise groups of
 # 8 slivers: 256 / 128 / 64 columns); the skinny
 # paths take M <= 32 (streaming, not trans_b: column chunks of up to 1024, 8 rows of B
@@ -102,7 +102,7 @@ GEMM_SHAPES = [
     (18, 4097, 3), (3, 2049, 5), (2, 1100, 9), (9, 300, 17), (4, 9, 15), (8, 5, 33),
     (32, 1030, 20), (33, 40, 19), (64, 7, 40), (65, 9, 31),
     (40, 1023, 20), (34, 1025, 9), (70, 1057, 33), (34, 257, 260), (35, 255, 9), (66, 129, 7),
-    (40, 383, 9), (47, 385, 513), (33, 769, 5), (1007, 20, 9), (1009, 33, 7), (2017, 9, 3),
+    (40, 383, 9), (47, 385, 513), (33, 769, 5), (2099, 20, 9), (2101, 33, 7), (4201, 9, 3),
 ]
 
 

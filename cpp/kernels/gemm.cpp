@@ -87,12 +87,13 @@ TX_INLINE float vsum(V v) { return _mm512_reduce_add_ps(v); }  // a fixed shuffl
 
 // 14×32 tile: 28 zmm accumulators + 2 for the B sliver + 1 broadcast (of 32).
 constexpr int MR = 14, NV = 2;
-// KC×NC = 768 KiB B block (L2: 2 MiB on Sapphire Rapids, 1 MiB on Zen 4); MC = 72 tiles
-// (2 MiB A block, L3). KC = 512 rather than 256 halves the passes over C. The inner loops
+// KC×NC = 768 KiB B block (L2: 2 MiB on Sapphire Rapids, 1 MiB on Zen 4); MC = 150 tiles
+// (2100 rows, 4 MiB A block in L3; A slivers are read once per row of C tiles, so even
+// DRAM would do): B is packed once for M <= 2100 (+4% at 2048² over MC = 1008). KC = 512 rather than 256 halves the passes over C. The inner loops
 // alone (packed blocks, C in L3, 1 thread, medians of 31 interleaved runs): 126 GF/s at
 // KC×NC = 512×384 or 512×512, 115 at 512×768, 114 at 256×1536; the previous nest (A block
 // in L2, B block 2 MiB: B slivers from L3) 97; the micro-kernel alone 125.
-constexpr int64_t KC = 512, MC = MR * 72, NC = 384;
+constexpr int64_t KC = 512, MC = MR * 150, NC = 384;
 // Skinny paths: SK_KB rows of B per pass over C; dot path: SD_R × SD_J dots at a time.
 constexpr int SK_KB = 8, SD_R = 4, SD_J = 4;
 
@@ -119,7 +120,7 @@ TX_INLINE float vsum(V v) {
 
 // 6×16 tile: 12 ymm accumulators + 2 B + 1 broadcast (of 16).
 constexpr int MR = 6, NV = 2;
-constexpr int64_t KC = 256, MC = MR * 168, NC = 256;  // B block 256 KiB
+constexpr int64_t KC = 256, MC = MR * 350, NC = 256;  // B block 256 KiB
 constexpr int SK_KB = 8, SD_R = 2, SD_J = 4;
 
 #elif defined(__GNUC__)
@@ -150,7 +151,7 @@ TX_INLINE float vsum(V v) { return (v[0] + v[1]) + (v[2] + v[3]); }
 
 // 6×8 tile: 12 xmm-sized accumulators (16 xmm on baseline x86-64).
 constexpr int MR = 6, NV = 2;
-constexpr int64_t KC = 256, MC = MR * 168, NC = 256;
+constexpr int64_t KC = 256, MC = MR * 350, NC = 256;
 constexpr int SK_KB = 8, SD_R = 2, SD_J = 4;
 
 #else
@@ -199,7 +200,7 @@ TX_INLINE float vsum(V v) { return (v.f[0] + v.f[1]) + (v.f[2] + v.f[3]); }
 
 // 6×8 tile: 12 xmm-sized accumulators (16 xmm on baseline x86-64).
 constexpr int MR = 6, NV = 2;
-constexpr int64_t KC = 256, MC = MR * 168, NC = 256;
+constexpr int64_t KC = 256, MC = MR * 350, NC = 256;
 constexpr int SK_KB = 8, SD_R = 2, SD_J = 4;
 #endif
 
