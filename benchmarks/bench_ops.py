@@ -3,6 +3,7 @@
 
     python benchmarks/bench_ops.py [--quick] [--ops matmul,attention] [--threads 1,2] [--json FILE]
     python benchmarks/bench_ops.py --gemv [--threads 1,2] [--repeats N]   # decode GEMV, cold weights
+    python benchmarks/bench_ops.py --gemm [--threads 1,2] [--repeats N] [--quick]
 
 Reuses transformer_ext.bench (cases, timing, roofline) and adds a torch column when
 torch is importable (torch.set_num_threads matches each thread count).
@@ -22,6 +23,19 @@ weight bytes actually read (bf16 reads half), median of the samples, and as % of
 read bandwidth `_core.probe_read` measures in the same process (best of 5 over 256 MiB).
 NumPy (threadpoolctl) and torch get the same thread count as transformer_ext.
 
+--gemm: C = op(A)·op(B) at transformer shapes (M, K, N) = (512, 768, 768), (512, 768, 3072),
+(512, 3072, 768), (128, 768, 2304), (1024, 1024, 1024), (2048, 2048, 2048; dropped by --quick),
+plus the two backward products of a (512, 768) x (768, 3072) layer: dX = dY·Wᵀ (512x3072x768,
+W stored (768, 3072): B transposed) and dW = Xᵀ·dY (768x512x3072, X stored (512, 768): A
+transposed). Ours is `_core.gemm` (transposes read in place), NumPy `np.matmul(a.T, b, out=c)`,
+torch `torch.matmul(..., out=c)` on the same buffers, all writing a preallocated C. The variants
+run round-robin (ours, numpy, torch, ours, ...), each sample lasting >= 50 ms (5 ms with
+--quick); reported: GFLOP/s of the median sample (and of the best), ours/numpy and ours/torch
+(their median time / ours: > 1 means ours is faster), and ours as % of the FMA peak measured at
+the same thread count. Default 9 samples (--repeats N). All three run in one phase, with a
+0.15 s sleep before each sample: the previous library's idle workers (OpenBLAS spins ~0.1 s
+after a call) would otherwise hold a core the next one's threads need.
+
 NumPy's BLAS: the header prints which OpenBLAS kernel NumPy runs (threadpoolctl).
 OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE in the environment can force a slower one; for a
 fair baseline run with `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python ...`.
@@ -31,7 +45,10 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib.util
+import itertools
 import json
+import math
+import os
 import sys
 import time
 
@@ -165,7 +182,38 @@ def run_torch(cases, results, threads, peaks, repeats, min_time):
     return torch.__version__
 
 
+# ------------------------------------------------------------------ round-robin timing (--gemv, --gemm)
+
+def round_robin(fns: dict, repeats: int, min_time: float = 0.0, settle: float = 0.0) -> dict[str, list[float]]:
+    """Seconds per call of each zero-argument callable in `fns`, sampled in turn
+    (a, b, c, a, b, c, ...) so that drifts on a shared machine hit them alike. After a
+    warm-up call, each sample runs enough calls to last >= min_time (one call if 0).
+    `settle` seconds of sleep before each sample let the previous library's idle worker
+    threads stop spinning (OpenBLAS spins ~0.1 s after a call, libgomp a few ms): a
+    spinning worker holds one of the two cores the next library's threads need."""
+    inner = {}
+    for k, f in fns.items():
+        f()  # warm-up
+        if min_time:  # calibrate on a second, warm call
+            t0 = time.perf_counter()
+            f()
+            inner[k] = max(1, min(1000, math.ceil(min_time / max(time.perf_counter() - t0, 1e-9))))
+    secs = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, f in fns.items():
+            n = inner.get(k, 1)
+            if settle:
+                time.sleep(settle)
+            t0 = time.perf_counter()
+            for _ in range(n):
+                f()
+            secs[k].append((time.perf_counter() - t0) / n)
+    return secs
+
+
 # ------------------------------------------------------------------ decode GEMV, cold weights
+
+GEMM_SETTLE = 0.15  # seconds of sleep before each --gemm sample (see round_robin)
 
 GEMV_SHAPES = [(768, 2304, False), (768, 3072, False), (3072, 768, False), (768, 50257, True)]
 
@@ -224,17 +272,11 @@ def run_gemv(threads, repeats, Ms=(1, 4), total_bytes=300e6) -> list[dict]:
                         tx_ = torch.from_numpy(x)
                         variants["torch"] = ((lambda w: torch.nn.functional.linear(tx_, w)) if tr
                                              else (lambda w: tx_ @ w), tws, nbytes)
-                    rates = {k: [] for k in variants}
-                    for f, arr, _ in variants.values():
-                        f(arr[0])  # warm-up
-                    i = 0
-                    for _ in range(repeats):
-                        for name, (f, arr, b) in variants.items():
-                            i = (i + 1) % copies
-                            t0 = time.perf_counter()
-                            f(arr[i])
-                            rates[name].append(b / (time.perf_counter() - t0) / 1e9)
-                    med = {k: float(np.median(v)) for k, v in rates.items()}
+                    # One counter for all variants: consecutive calls read different copies.
+                    calls = itertools.count()
+                    cycle = lambda f, arr: lambda: f(arr[next(calls) % copies])
+                    secs = round_robin({k: cycle(f, arr) for k, (f, arr, _) in variants.items()}, repeats)
+                    med = {k: float(np.median(variants[k][2] / np.array(v))) / 1e9 for k, v in secs.items()}
                     row = {"threads": n, "M": M, "K": K, "N": N, "transpose_w": tr, "read_gbs": peak,
                            "gbs": med}
                     rows.append(row)
@@ -254,6 +296,130 @@ def run_gemv(threads, repeats, Ms=(1, 4), total_bytes=300e6) -> list[dict]:
     return rows
 
 
+# ------------------------------------------------------------------ GEMM, round-robin with NumPy and torch
+
+# (M, K, N, trans_a, trans_b): C (M, N) = op(A) op(B). The last two are the backward products of
+# a GPT-2 c_fc layer (x (512, 768) @ W (768, 3072)): dX = dY·Wᵀ and dW = Xᵀ·dY.
+GEMM_SHAPES = [(512, 768, 768, False, False), (512, 768, 3072, False, False), (512, 3072, 768, False, False),
+               (128, 768, 2304, False, False), (1024, 1024, 1024, False, False), (2048, 2048, 2048, False, False),
+               (512, 3072, 768, False, True), (768, 512, 3072, True, False)]
+GEMM_VARIANTS = ("ours", "numpy", "torch")
+
+
+def _gemm_ratio(r, other):  # other's median time / ours: > 1 means ours is faster
+    return f"{r['median_s'][other] / r['median_s']['ours']:.2f}x" if other in r["median_s"] else "-"
+
+
+def _gemm_gf(r, k, key="gflops"):
+    return f"{r[key][k]:.1f}" if k in r[key] else "-"
+
+
+def _transposed(r):
+    if r["trans_a"]:
+        return f"A: X ({r['K']},{r['M']})"
+    return f"B: W ({r['N']},{r['K']})" if r["trans_b"] else "-"
+
+
+GEMM_COLUMNS = [
+    ("shape MxKxN", 14, lambda r: f"{r['M']}x{r['K']}x{r['N']}"),
+    ("transposed", 15, _transposed),
+    ("thr", 3, lambda r: str(r["threads"])),
+    *[(f"{k} GF/s", len(k) + 5, lambda r, k=k: _gemm_gf(r, k)) for k in GEMM_VARIANTS],
+    ("ours/numpy", 10, lambda r: _gemm_ratio(r, "numpy")),
+    ("ours/torch", 10, lambda r: _gemm_ratio(r, "torch")),
+    ("ours %FMA", 9, lambda r: f"{100 * r['gflops']['ours'] / r['fma_gflops']:.0f}%" if r["fma_gflops"] else "-"),
+    ("best GF/s: ours/numpy/torch", 27, lambda r: " / ".join(_gemm_gf(r, k, "best_gflops") for k in GEMM_VARIANTS)),
+]
+
+
+def run_gemm(threads, repeats, min_time, peaks, shapes=GEMM_SHAPES, use_torch=True) -> list[dict]:
+    """Round-robin GEMM table (ours via _core.gemm, np.matmul, torch.matmul, all with a
+    preallocated output); returns one dict per (shape, threads)."""
+    from transformer_ext import _backend
+    core = _backend.core
+    torch = None
+    if use_torch and importlib.util.find_spec("torch") is not None:
+        import torch
+    blas = bench._BlasThreads()
+    rng = np.random.default_rng(0)
+    rows = []
+    print(bench.format_header(GEMM_COLUMNS), flush=True)
+    saved = _backend.get_num_threads(), torch.get_num_threads() if torch else None
+    try:
+        for M, K, N, ta, tb in shapes:
+            a = bench._f32(rng, *((K, M) if ta else (M, K)))
+            b = bench._f32(rng, *((N, K) if tb else (K, N)), scale=K ** -0.5)
+            c = {k: np.empty((M, N), np.float32) for k in GEMM_VARIANTS}
+            op = lambda x, t: x.T if t else x  # what a NumPy / torch user writes
+            fns = {"ours": lambda: core.gemm(a, b, None, c["ours"], ta, tb, False),
+                   "numpy": lambda: np.matmul(op(a, ta), op(b, tb), out=c["numpy"])}
+            if torch is not None:
+                t_a, t_b, t_c = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(c["torch"])
+                fns["torch"] = lambda: torch.matmul(op(t_a, ta), op(t_b, tb), out=t_c)
+            for n in threads:
+                _backend.set_num_threads(n)
+                if torch is not None:
+                    torch.set_num_threads(n)
+                with blas.limit(n):
+                    secs = round_robin(fns, repeats, min_time, settle=GEMM_SETTLE)
+                flops = 2.0 * M * K * N
+                row = {"M": M, "K": K, "N": N, "trans_a": ta, "trans_b": tb, "threads": n, "flops": flops,
+                       "fma_gflops": peaks[n]["fma_gflops"],
+                       "median_s": {k: float(np.median(v)) for k, v in secs.items()},
+                       "min_s": {k: min(v) for k, v in secs.items()}, "samples_s": secs}
+                row["gflops"] = {k: flops / v / 1e9 for k, v in row["median_s"].items()}
+                row["best_gflops"] = {k: flops / v / 1e9 for k, v in row["min_s"].items()}
+                # A benchmark of a wrong result is worthless: compare with NumPy's (float32, K-term sums).
+                err = float(np.max(np.abs(c["ours"] - c["numpy"])))
+                row["max_abs_diff_vs_numpy"] = err
+                rows.append(row)
+                print(bench.format_row(row, GEMM_COLUMNS), flush=True)
+                if not err <= 1e-4 * math.sqrt(K):
+                    print(f"warning: ours differs from NumPy by up to {err:.3g}", flush=True)
+            del a, b, c, fns
+            gc.collect()
+    finally:
+        _backend.set_num_threads(saved[0])
+        if torch is not None:
+            torch.set_num_threads(saved[1])
+    return rows
+
+
+def _blas_note(blas) -> str:
+    kernels = ", ".join(f"{b.get('internal_api')} {b.get('version')} kernel={b.get('architecture')}"
+                        for b in blas) if isinstance(blas, list) else blas
+    return (f"note: NumPy's BLAS: {kernels or 'none found'}. OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE in the environment "
+            "can select a slower kernel; compare with `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE ...`.")
+
+
+def main_gemm(args, threads) -> int:
+    from transformer_ext import _backend
+    if _backend.core is None:
+        print("--gemm needs the compiled core (transformer_ext._core)", file=sys.stderr)
+        return 1
+    repeats = args.repeats or (3 if args.quick else 9)
+    min_time = bench.timing_defaults(args.quick)[1]
+    info = bench.machine_info()
+    info["command"] = " ".join([sys.executable] + sys.argv)
+    peaks = bench.measure_peaks(threads, args.quick)
+    print(bench.format_machine(info, peaks))
+    print(_blas_note(info["blas"]))
+    print(f"note: --gemm sleeps {GEMM_SETTLE} s before each sample so the previous library's idle, spinning "
+          "workers release the cores (OpenBLAS spins ~0.1 s after a call); "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}.")
+    print(f"timing  : round-robin ours, numpy, torch; median (and best) of {repeats} samples of >= "
+          f"{min_time * 1e3:.0f} ms each; threads {threads} (NumPy's BLAS and torch limited to the same)")
+    print("columns : GF/s = 2·M·K·N / median time; ours/x = x's median time / ours (> 1: ours faster)\n", flush=True)
+    shapes = [s for s in GEMM_SHAPES if not (args.quick and s[0] >= 2048)]
+    rows = run_gemm(threads, repeats, min_time, peaks, shapes, use_torch=not args.no_torch)
+    if args.json_path:
+        with open(args.json_path, "w") as fh:
+            json.dump({"machine": info, "peaks": {str(k): v for k, v in peaks.items()}, "repeats": repeats,
+                       "threads": threads, "gemm": rows}, fh, indent=1)
+        print(f"wrote {args.json_path}")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ops", metavar="LIST", help="comma-separated ops (default: all), e.g. matmul,attention")
@@ -264,6 +430,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", metavar="FILE", dest="json_path", help="write everything to FILE as JSON")
     ap.add_argument("--gemv", action="store_true",
                     help="only the decode GEMV table with weights from DRAM (see the module docstring)")
+    ap.add_argument("--gemm", action="store_true",
+                    help="only the GEMM table, round-robin vs NumPy and torch (see the module docstring)")
     args = ap.parse_args(argv)
 
     try:
@@ -275,6 +443,8 @@ def main(argv=None) -> int:
         ap.error("--repeats must be >= 1")
     repeats, min_time = bench.timing_defaults(args.quick, args.repeats)
     have_torch = not args.no_torch and importlib.util.find_spec("torch") is not None
+    if args.gemm:
+        return main_gemm(args, threads)
     if args.gemv:
         rows = run_gemv(threads, args.repeats or (7 if args.quick else 25))
         if args.json_path:
@@ -286,12 +456,8 @@ def main(argv=None) -> int:
     print("phase 1: transformer_ext cpp and numpy backends", flush=True)
     report = bench.run(ops=args.ops, threads=threads, repeats=args.repeats, quick=args.quick,
                        command=" ".join([sys.executable] + sys.argv))
-    blas = report["machine"]["blas"]
-    kernels = ", ".join(f"{b.get('internal_api')} {b.get('version')} kernel={b.get('architecture')}"
-                        for b in blas) if isinstance(blas, list) else blas
     notes = [
-        f"note: NumPy's BLAS: {kernels or 'none found'}. OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE in the environment "
-        "can select a slower kernel; compare with `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE ...`.",
+        _blas_note(report["machine"]["blas"]),
         "note: torch and transformer_ext each use their own OpenMP runtime, so they run in separate phases; "
         "set OMP_WAIT_POLICY=passive if the numbers still look distorted.",
     ]
