@@ -18,8 +18,9 @@ every fork/join a little slower, for both).
 --gemv: the decoding GEMV (x (M, K) @ W, M = 1 and 4, GPT-2 small shapes) with the
 weights read from DRAM, not cache: each case cycles through copies of W totalling ≥ 300 MB
 (the L3 here is 105 MB), round-robin over the variants (dense W, W pre-packed fp32 and
-bf16, NumPy, torch) so drifts on a shared machine hit them alike. Reported as GB/s of
-weight bytes actually read (bf16 reads half), median of the samples, and as % of the
+bf16, NumPy, torch) so drifts on a shared machine hit them alike; each sample is >= 20 ms of
+calls after a 0.15 s sleep (see --gemm). Reported as GB/s of
+weight bytes actually read (bf16 reads half), median of the samples (default 9), and as % of the
 read bandwidth `_core.probe_read` measures in the same process (best of 5 over 256 MiB).
 NumPy (threadpoolctl) and torch get the same thread count as transformer_ext.
 
@@ -213,7 +214,8 @@ def round_robin(fns: dict, repeats: int, min_time: float = 0.0, settle: float = 
 
 # ------------------------------------------------------------------ decode GEMV, cold weights
 
-GEMM_SETTLE = 0.15  # seconds of sleep before each --gemm sample (see round_robin)
+SETTLE_S = 0.15  # seconds of sleep before each --gemv / --gemm sample (see round_robin)
+GEMV_SAMPLE_S = 0.02  # each --gemv sample: calls (cycling the weight copies) for >= 20 ms
 
 GEMV_SHAPES = [(768, 2304, False), (768, 3072, False), (3072, 768, False), (768, 50257, True)]
 
@@ -275,7 +277,8 @@ def run_gemv(threads, repeats, Ms=(1, 4), total_bytes=300e6) -> list[dict]:
                     # One counter for all variants: consecutive calls read different copies.
                     calls = itertools.count()
                     cycle = lambda f, arr: lambda: f(arr[next(calls) % copies])
-                    secs = round_robin({k: cycle(f, arr) for k, (f, arr, _) in variants.items()}, repeats)
+                    secs = round_robin({k: cycle(f, arr) for k, (f, arr, _) in variants.items()}, repeats,
+                                       GEMV_SAMPLE_S, settle=SETTLE_S)
                     med = {k: float(np.median(variants[k][2] / np.array(v))) / 1e9 for k, v in secs.items()}
                     row = {"threads": n, "M": M, "K": K, "N": N, "transpose_w": tr, "read_gbs": peak,
                            "gbs": med}
@@ -361,7 +364,7 @@ def run_gemm(threads, repeats, min_time, peaks, shapes=GEMM_SHAPES, use_torch=Tr
                 if torch is not None:
                     torch.set_num_threads(n)
                 with blas.limit(n):
-                    secs = round_robin(fns, repeats, min_time, settle=GEMM_SETTLE)
+                    secs = round_robin(fns, repeats, min_time, settle=SETTLE_S)
                 flops = 2.0 * M * K * N
                 row = {"M": M, "K": K, "N": N, "trans_a": ta, "trans_b": tb, "threads": n, "flops": flops,
                        "fma_gflops": peaks[n]["fma_gflops"],
@@ -404,7 +407,7 @@ def main_gemm(args, threads) -> int:
     peaks = bench.measure_peaks(threads, args.quick)
     print(bench.format_machine(info, peaks))
     print(_blas_note(info["blas"]))
-    print(f"note: --gemm sleeps {GEMM_SETTLE} s before each sample so the previous library's idle, spinning "
+    print(f"note: --gemm sleeps {SETTLE_S} s before each sample so the previous library's idle, spinning "
           "workers release the cores (OpenBLAS spins ~0.1 s after a call); "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}.")
     print(f"timing  : round-robin ours, numpy, torch; median (and best) of {repeats} samples of >= "
@@ -446,7 +449,7 @@ def main(argv=None) -> int:
     if args.gemm:
         return main_gemm(args, threads)
     if args.gemv:
-        rows = run_gemv(threads, args.repeats or (7 if args.quick else 25))
+        rows = run_gemv(threads, args.repeats or (5 if args.quick else 9))
         if args.json_path:
             with open(args.json_path, "w") as fh:
                 json.dump({"gemv": rows}, fh, indent=1)
