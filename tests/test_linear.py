@@ -87,7 +87,7 @@ def check_gemm(c, a, b, bias, c0, ta, tb, acc):
 
 
 # Sizes around every variant's blocking: MR = 14 / 6 / 6, NR = 32 / 16 / 8 (avx512 /
-# avx2 / portable), KC = 512 / 256 / 256, MC = 2100 (all three), NC = 384 / 256 / 256 (blocks
+# avx2 / portable), KC = 512 / 256 / 256, MC = 2100 (all three), NC = 384 / 128 / 128 (blocks
 # balanced: N = 385 is two blocks of 224 + 161 on avx512; B packed in row-wise groups of
 # 8 slivers: 256 / 128 / 64 columns); the skinny
 # paths take M <= 32 (streaming, not trans_b: column chunks of up to 1024, 8 rows of B

@@ -175,7 +175,7 @@ def test_gemv_path(isa, threads, K):
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
 def test_packed_gemm_across_blocks(isa, threads, dtype):
     """M > 16 (the GEMM loop over packed panels): N across the NC block (384 columns on
-    AVX-512, 256 elsewhere; balanced), M across MC = 2100, K across KC = 512 (256 on AVX2 /
+    AVX-512, 128 elsewhere; balanced), M across MC = 2100, K across KC = 512 (256 on AVX2 /
     portable), odd K; bit-identical to the unpacked product and across thread counts."""
     rng = np.random.default_rng(23)
     for M, K, N in [(40, 300, 1100), (33, 257, 1025), (17, 5, 2049), (20, 1030, 70), (29, 9, 385),

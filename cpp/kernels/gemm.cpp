@@ -120,7 +120,10 @@ TX_INLINE float vsum(V v) {
 
 // 6×16 tile: 12 ymm accumulators + 2 B + 1 broadcast (of 16).
 constexpr int MR = 6, NV = 2;
-constexpr int64_t KC = 256, MC = MR * 350, NC = 256;  // B block 256 KiB
+// B block 128 KiB (fits the 256 KiB L2 of older AVX2 cores); the same order as AVX-512
+// measured +15-25% over the textbook one (A block in L2) on Sapphire Rapids, 1 thread;
+// NC = 128 and 256 alike there.
+constexpr int64_t KC = 256, MC = MR * 350, NC = 128;
 constexpr int SK_KB = 8, SD_R = 2, SD_J = 4;
 
 #elif defined(__GNUC__)
@@ -151,7 +154,7 @@ TX_INLINE float vsum(V v) { return (v[0] + v[1]) + (v[2] + v[3]); }
 
 // 6×8 tile: 12 xmm-sized accumulators (16 xmm on baseline x86-64).
 constexpr int MR = 6, NV = 2;
-constexpr int64_t KC = 256, MC = MR * 350, NC = 256;
+constexpr int64_t KC = 256, MC = MR * 350, NC = 128;
 constexpr int SK_KB = 8, SD_R = 2, SD_J = 4;
 
 #else
@@ -200,7 +203,7 @@ TX_INLINE float vsum(V v) { return (v.f[0] + v.f[1]) + (v.f[2] + v.f[3]); }
 
 // 6×8 tile: 12 xmm-sized accumulators (16 xmm on baseline x86-64).
 constexpr int MR = 6, NV = 2;
-constexpr int64_t KC = 256, MC = MR * 350, NC = 256;
+constexpr int64_t KC = 256, MC = MR * 350, NC = 128;
 constexpr int SK_KB = 8, SD_R = 2, SD_J = 4;
 #endif
 
