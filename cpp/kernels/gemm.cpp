@@ -514,6 +514,54 @@ TX_INLINE const float* next_tile(float* C, int64_t ldc, int64_t i, int64_t j, in
   return nullptr;
 }
 
+// How threads share a packed GEMM: they split C into a tm×tn grid of blocks of whole
+// tiles (never K). Each block packs its own panels: the extra packing is
+// O((M/tm + N/tn)·K) per thread against O(M·N·K/t) flops, so the grid with the smallest
+// block perimeter wins. (Handing out N blocks dynamically instead, for threads slowed
+// by another process, measured no better here: the OS slows both threads alike.)
+struct Split {
+  int tm = 1, tn = 1;
+  int parts() const { return tm * tn; }
+  // Part p's block C[m0:m1, n0:n1], in whole MR-row tiles and whole n_unit columns.
+  void range(int p, int64_t M, int64_t N, int64_t n_unit, int64_t& m0, int64_t& m1, int64_t& n0,
+             int64_t& n1) const {
+    const int64_t mtiles = ceil_div(M, MR), nunits = ceil_div(N, n_unit);
+    const int pm = p / tn, pn = p % tn;
+    m0 = imin(M, mtiles * pm / tm * MR), m1 = imin(M, mtiles * (pm + 1) / tm * MR);
+    n0 = imin(N, nunits * pn / tn * n_unit), n1 = imin(N, nunits * (pn + 1) / tn * n_unit);
+  }
+  // The largest part's block sizes (scratch sizing).
+  int64_t max_rows(int64_t M) const { return ceil_div(ceil_div(M, MR), tm) * MR; }
+  int64_t max_cols(int64_t N, int64_t n_unit) const { return ceil_div(ceil_div(N, n_unit), tn) * n_unit; }
+};
+
+static Split split_threads(int64_t M, int64_t N, int64_t n_unit, int nt) {
+  const int64_t mtiles = ceil_div(M, MR), nunits = ceil_div(N, n_unit);
+  if ((int64_t)nt > mtiles * nunits) nt = (int)(mtiles * nunits);
+  Split s;
+  for (; nt > 1; --nt) {  // the largest usable count that factors into a valid grid
+    double best = -1.0;
+    for (int a = 1; a <= nt; ++a) {
+      const int b = nt / a;
+      if (nt % a || a > mtiles || b > nunits) continue;
+      const double cost = (double)M / a + (double)N / b;
+      if (best < 0 || cost < best) best = cost, s.tm = a, s.tn = b;
+    }
+    if (best >= 0) break;
+  }
+  return s;
+}
+
+// Runs fn(p) for every part p of the split, one per thread.
+template <class Fn>
+TX_INLINE void run_split(const Split& s, Fn fn) {
+  const int parts = s.parts();
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) num_threads(parts) if (parts > 1)
+#endif
+  for (int p = 0; p < parts; ++p) fn(p);
+}
+
 // The outer loops of both packed GEMMs (this one and pk_gemm) for the block
 // C[m0:m1, n0:n1] of one thread: K blocks, M blocks (op(A) packed into Ap, MC×KC
 // floats), N blocks of whole n_unit columns; block(pc, kc, ic, mc, jc, nc) runs the
@@ -559,40 +607,16 @@ static void gemm_packed_block(const Problem& P, int64_t m0, int64_t m1, int64_t 
 static void gemm_packed(const Problem& P) {
   // K blocks of (almost) equal size <= KC: depends on K only, so the chain is fixed.
   const int64_t kc_max = ceil_div(P.K, ceil_div(P.K, KC));
-  // Threads split C into a tm×tn grid of blocks of whole tiles (never K). Each block
-  // packs its own panels: the extra packing is O((M/tm + N/tn)·K) per thread against
-  // O(M·N·K/t) flops, so pick the grid with the smallest block perimeter.
-  const int64_t mtiles = ceil_div(P.M, MR), ntiles = ceil_div(P.N, NR);
-  int nt = gemm_threads(P.M, P.N, P.K);
-  if ((int64_t)nt > mtiles * ntiles) nt = (int)(mtiles * ntiles);
-  int tm = 1, tn = 1;
-  for (; nt > 1; --nt) {  // the largest usable count that factors into a valid grid
-    double best = -1.0;
-    for (int a = 1; a <= nt; ++a) {
-      const int b = nt / a;
-      if (nt % a || a > mtiles || b > ntiles) continue;
-      const double cost = (double)P.M / a + (double)P.N / b;
-      if (best < 0 || cost < best) best = cost, tm = a, tn = b;
-    }
-    if (best >= 0) break;
-  }
-  const int parts = tm * tn;
-
-  const int64_t m_part = ceil_div(mtiles, tm) * MR, n_part = ceil_div(ntiles, tn) * NR;
-  const int64_t a_sz = round_up(imin(MC, m_part) * kc_max, 16);
-  const int64_t b_sz = round_up(imin(NC, n_part) * (kc_max + 1), 16);
-  float* scratch = scratch_alloc((a_sz + b_sz) * parts);
-
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static) num_threads(parts) if (parts > 1)
-#endif
-  for (int p = 0; p < parts; ++p) {
-    const int pm = p / tn, pn = p % tn;
-    const int64_t m0 = imin(P.M, mtiles * pm / tm * MR), m1 = imin(P.M, mtiles * (pm + 1) / tm * MR);
-    const int64_t n0 = imin(P.N, ntiles * pn / tn * NR), n1 = imin(P.N, ntiles * (pn + 1) / tn * NR);
+  const Split split = split_threads(P.M, P.N, NR, gemm_threads(P.M, P.N, P.K));
+  const int64_t a_sz = round_up(imin(MC, split.max_rows(P.M)) * kc_max, 16);
+  const int64_t b_sz = round_up(imin(NC, round_up(split.max_cols(P.N, NR), NR)) * (kc_max + 1), 16);
+  float* scratch = scratch_alloc((a_sz + b_sz) * split.parts());
+  run_split(split, [&](int p) {
+    int64_t pm0, pm1, pn0, pn1;
+    split.range(p, P.M, P.N, NR, pm0, pm1, pn0, pn1);
     float* Ap = scratch + (int64_t)p * (a_sz + b_sz);
-    if (m0 < m1 && n0 < n1) gemm_packed_block(P, m0, m1, n0, n1, kc_max, Ap, Ap + a_sz);
-  }
+    if (pm0 < pm1 && pn0 < pn1) gemm_packed_block(P, pm0, pm1, pn0, pn1, kc_max, Ap, Ap + a_sz);
+  });
   free(scratch);
 }
 
@@ -1145,31 +1169,13 @@ static void pk_skinny(const PackedProblem& P) {
 template <bool BF>
 static void pk_gemm(const PackedProblem& P) {
   const int64_t kc_max = pk_kc(P);
-  const int64_t panels = ceil_div(P.N, PW), mtiles = ceil_div(P.M, MR);
-  int nt = gemm_threads(P.M, P.N, P.K);
-  if ((int64_t)nt > mtiles * panels) nt = (int)(mtiles * panels);
-  int tm = 1, tn = 1;
-  for (; nt > 1; --nt) {  // grid of whole tiles × whole panels with the smallest perimeter
-    double best = -1.0;
-    for (int a = 1; a <= nt; ++a) {
-      const int b = nt / a;
-      if (nt % a || a > mtiles || b > panels) continue;
-      const double cost = (double)P.M / a + (double)P.N / b;
-      if (best < 0 || cost < best) best = cost, tm = a, tn = b;
-    }
-    if (best >= 0) break;
-  }
-  const int parts = tm * tn;
-  const int64_t a_sz = round_up(imin(MC, ceil_div(mtiles, tm) * MR) * kc_max, 16);
-  float* scratch = scratch_alloc(a_sz * parts);
+  const Split split = split_threads(P.M, P.N, PW, gemm_threads(P.M, P.N, P.K));
+  const int64_t a_sz = round_up(imin(MC, split.max_rows(P.M)) * kc_max, 16);
+  float* scratch = scratch_alloc(a_sz * split.parts());
   const Problem PA{false, false, P.M, P.N, P.K, P.A, P.lda, nullptr, 0, nullptr, nullptr, 0, false};
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static) num_threads(parts) if (parts > 1)
-#endif
-  for (int part = 0; part < parts; ++part) {
-    const int pm = part / tn, pn = part % tn;
-    const int64_t m0 = imin(P.M, mtiles * pm / tm * MR), m1 = imin(P.M, mtiles * (pm + 1) / tm * MR);
-    const int64_t n0 = panels * pn / tn * PW, n1 = imin(P.N, panels * (pn + 1) / tn * PW);
+  run_split(split, [&](int part) {
+    int64_t m0, m1, n0, n1;
+    split.range(part, P.M, P.N, PW, m0, m1, n0, n1);
     float* Ap = scratch + (int64_t)part * a_sz;
     outer_loops(PA, kc_max, m0, m1, n0, n1, PW, Ap,
                 [&](int64_t pc, int64_t kc, int64_t ic, int64_t mc, int64_t jc, int64_t nc) {
@@ -1189,7 +1195,7 @@ static void pk_gemm(const PackedProblem& P) {
         }
       }
     });
-  }
+  });
   free(scratch);
 }
 
