@@ -161,7 +161,7 @@ def run_torch(cases, results, threads, peaks, repeats, min_time):
 
     print(f"\nphase 2: torch {torch.__version__} (intra-op threads via torch.set_num_threads)", flush=True)
     setups = torch_setups(torch)
-    rows = {(r["name"], r["threads"]): r for r in results}
+    rows = {(r["name"], r["shape"], r["threads"]): r for r in results}  # one row per case and thread count
     saved = torch.get_num_threads()
     try:
         for case in cases:
@@ -173,7 +173,7 @@ def run_torch(cases, results, threads, peaks, repeats, min_time):
                 torch.set_num_threads(n)
                 # Forward-only inputs do not require grad, so torch builds no autograd graph.
                 r = bench.time_guarded(fn, repeats, min_time) if fn else {"status": "error", "error": err}
-                row = rows[(case.name, n)]
+                row = rows[(case.name, case.shape, n)]
                 row["torch"] = bench.add_rates(r, case, peaks[str(n)])
                 print(f"  {case.name:18s} thr={n}: {bench._ms(r)} ms", flush=True)
             del fn

@@ -137,7 +137,7 @@ def build_cases(quick: bool = False) -> list[Case]:
     if quick:
         M, Ts, sm_T, ln_rows, gelu_rows, emb_n, ce_N, adam_n = 128, (128,), 128, 1024, 512, 1024, 64, 1 << 20
     else:
-        M, Ts, sm_T, ln_rows, gelu_rows, emb_n, ce_N, adam_n = 512, (512, 1024), 512, 8192, 4096, 8192, 512, GPT2_PARAMS
+        M, Ts, sm_T, ln_rows, gelu_rows, emb_n, ce_N, adam_n = 512, (128, 512, 1024, 2048), 512, 8192, 4096, 8192, 512, GPT2_PARAMS
     f = 4  # bytes per float32
     cases = [
         Case("matmul", "matmul", f"({M},{d})x({d},{d_ff})", 2.0 * M * d * d_ff, 0, setup_matmul, (M, d, d_ff)),
