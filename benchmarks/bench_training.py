@@ -3,7 +3,7 @@ vocab 50257) at B=4, T=128, fp32 — forward, cross-entropy, backward, AdamW —
 project's C++ backend, its NumPy backend and PyTorch autograd (if installed), each in its
 own process (so two OpenMP runtimes never share the cores, and peak memory is per phase).
 
-    python benchmarks/bench_training.py [--threads 1,2] [--dropout 0,0.1] [--steps 5] [--no-numpy] [--no-torch] [--explicit]
+    python benchmarks/bench_training.py [--threads 1,2] [--dropout 0,0.1] [--steps 5] [--rounds 1] [--no-numpy] [--no-torch] [--explicit]
 
 Each configuration runs once without dropout and once with GPT-2's default dropout
 (resid_pdrop = embd_pdrop = attn_pdrop = 0.1; `--dropout` picks the values). Attention
@@ -11,7 +11,10 @@ dropout runs inside the fused attention kernel (a counter-based mask, never stor
 `--explicit` adds a "cpp-explicit" phase with attention dropout on the explicit path
 (S = QKᵀ/√d_k, softmax, NumPy mask: O(T²) memory) for comparison.
 Prints tokens/s (median step after one warm-up step), peak RSS, and ratios against
-PyTorch with the same dropout in the same run. A benchmark, not a test.
+PyTorch with the same dropout in the same run. Phases run one after another, so on a
+shared machine a ratio mixes two moments: `--rounds R` runs every phase R times,
+alternating which goes first, and reports medians over the rounds plus each round's
+ratio. A benchmark, not a test.
 """
 from __future__ import annotations
 
@@ -107,6 +110,9 @@ def main() -> None:
     ap.add_argument("--dropout", default="0,0.1",
                     help="comma-separated dropout probabilities (resid = embd = attn pdrop; default 0,0.1)")
     ap.add_argument("--steps", type=int, default=5, help="timed steps per phase (median reported)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run every phase this many times, alternating which runs first; report the median "
+                         "over rounds and each round's ratio (this VM drifts between phases)")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--no-numpy", action="store_true", help="skip the (slow) NumPy backend")
@@ -124,31 +130,39 @@ def main() -> None:
     phases = ["cpp"] + ([] if args.no_numpy else ["numpy"]) + ([] if args.no_torch else ["torch"])
     print(f"command: {' '.join([os.path.basename(sys.executable)] + sys.argv)}")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
-          f"model: GPT-2 small shape {SHAPE}, B={args.batch}, T={args.seq}, fp32, median of {args.steps} steps")
-    rows = []
-    for threads in [int(t) for t in args.threads.split(",")]:
-        for pdrop in [float(p) for p in args.dropout.split(",")]:
-            results = {}
-            for phase in phases + (["cpp-explicit"] if args.explicit and pdrop > 0 else []):
+          f"model: GPT-2 small shape {SHAPE}, B={args.batch}, T={args.seq}, fp32, median of {args.steps} steps, "
+          f"median over {args.rounds} round(s)")
+    configs = [(int(t), float(p)) for t in args.threads.split(",") for p in args.dropout.split(",")]
+    runs = {}  # (threads, pdrop, phase) -> one result per round
+    for rnd in range(args.rounds):
+        for threads, pdrop in configs:
+            order = phases + (["cpp-explicit"] if args.explicit and pdrop > 0 else [])
+            for phase in (order if rnd % 2 == 0 else order[::-1]):  # alternate who runs first
                 cmd = [sys.executable, __file__, "--phase", phase, "--one-thread-count", str(threads),
                        "--steps", str(args.steps), "--batch", str(args.batch), "--seq", str(args.seq),
                        "--pdrop", repr(pdrop)]
-                env = dict(os.environ, OMP_WAIT_POLICY="passive")
-                r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                r = subprocess.run(cmd, capture_output=True, text=True)
                 try:
-                    results[phase] = json.loads(r.stdout.strip().splitlines()[-1])
+                    res = json.loads(r.stdout.strip().splitlines()[-1])
                 except (IndexError, json.JSONDecodeError):
-                    results[phase] = {"error": (r.stderr.strip().splitlines() or ["failed"])[-1]}
-            torch_s = results.get("torch", {}).get("step_s")
-            for phase, res in results.items():
-                if "error" in res:
-                    rows.append((threads, pdrop, phase, "error: " + res["error"], "", "", ""))
-                    continue
-                tok_s = args.batch * args.seq / res["step_s"]
-                ratio = f"{torch_s / res['step_s']:.2f}x" if torch_s else "-"
-                rows.append((threads, pdrop, phase + (f" ({res['isa']})" if "isa" in res else ""),
-                             f"{res['step_s'] * 1e3:.0f}", f"{tok_s:.1f}", ratio, f"{res['peak_rss_mb']:.0f}"))
-    header = ("threads", "dropout", "implementation", "ms/step", "tokens/s", "vs torch", "peak RSS MB")
+                    res = {"error": (r.stderr.strip().splitlines() or ["failed"])[-1]}
+                runs.setdefault((threads, pdrop, phase), []).append(res)
+    rows = []
+    for (threads, pdrop, phase), res_list in runs.items():
+        ok = [r for r in res_list if "error" not in r]
+        if not ok:
+            rows.append((threads, pdrop, phase, "error: " + res_list[0]["error"], "", "", "", ""))
+            continue
+        step_s = statistics.median(r["step_s"] for r in ok)
+        torch_runs = [r for r in runs.get((threads, pdrop, "torch"), []) if "error" not in r]
+        ratio, per_round = "-", "-"
+        if torch_runs:
+            ratio = f"{statistics.median(r['step_s'] for r in torch_runs) / step_s:.2f}x"
+            per_round = " ".join(f"{t['step_s'] / o['step_s']:.2f}" for t, o in zip(torch_runs, ok))
+        rows.append((threads, pdrop, phase + (f" ({ok[0]['isa']})" if "isa" in ok[0] else ""),
+                     f"{step_s * 1e3:.0f}", f"{args.batch * args.seq / step_s:.1f}", ratio, per_round,
+                     f"{max(r['peak_rss_mb'] for r in ok):.0f}"))
+    header = ("threads", "dropout", "implementation", "ms/step", "tokens/s", "vs torch", "per round", "peak RSS MB")
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     for r in [header] + rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
