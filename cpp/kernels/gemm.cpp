@@ -34,29 +34,18 @@
 // prefetch B ahead of the loads (prefetches change no result). Pre-packed weights with
 // M <= 6 take the GEMV path (pk_gemv): several panels streamed at once per thread.
 //
-// Three variants from one source: the vector type V below is __m512 (AVX-512: 14×32
-// tile), __m256 (AVX2+FMA: 6×16) or a portable 4-float vector (GCC/Clang generic vectors,
-// or a struct with plain loops elsewhere: 6×8).
+// Three variants from one source: the vector type V (vec.h) is __m512 (AVX-512: 14×32
+// tile), __m256 (AVX2+FMA: 6×16) or a portable 4-float vector (6×8).
 #include <stdlib.h>
 #include <string.h>
 
 #include <new>
 
 #include "tx/kernels.h"
+#include "vec.h"
 
-#if defined(__AVX2__) || defined(__AVX512F__)
-#include <immintrin.h>
-#endif
 #ifdef _OPENMP
 #include <omp.h>
-#endif
-
-#if defined(__GNUC__)
-#define TX_INLINE static inline __attribute__((always_inline))
-#define TX_UNROLL _Pragma("GCC unroll 16")
-#else
-#define TX_INLINE static inline
-#define TX_UNROLL
 #endif
 
 namespace tx {
@@ -65,32 +54,15 @@ namespace TX_ISA_NS {
 namespace {
 
 // ---------------------------------------------------------------------------------
-// Vector layer: V, VL lanes, and the handful of operations the kernels use.
-// vload_n/vstore_n touch only the first n lanes (n may be <= 0 or >= VL); masked
-// AVX/AVX-512 loads never fault on the masked-off lanes.
+// Register tiles per variant (V and its operations: vec.h).
 // ---------------------------------------------------------------------------------
 #if defined(__AVX512F__)
-typedef __m512 V;
-constexpr int VL = 16;
-TX_INLINE __mmask16 lane_mask(int n) {
-  return n <= 0 ? (__mmask16)0 : n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u);
-}
-TX_INLINE V vzero() { return _mm512_setzero_ps(); }
-TX_INLINE V vset1(float x) { return _mm512_set1_ps(x); }
-TX_INLINE V vload(const float* p) { return _mm512_loadu_ps(p); }
-TX_INLINE V vload_n(const float* p, int n) { return _mm512_maskz_loadu_ps(lane_mask(n), p); }
-TX_INLINE void vstore(float* p, V v) { _mm512_storeu_ps(p, v); }
-TX_INLINE void vstore_n(float* p, V v, int n) { _mm512_mask_storeu_ps(p, lane_mask(n), v); }
-TX_INLINE V vadd(V a, V b) { return _mm512_add_ps(a, b); }
-TX_INLINE V vfma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
-TX_INLINE float vsum(V v) { return _mm512_reduce_add_ps(v); }  // a fixed shuffle tree
-
 // 14×32 tile: 28 zmm accumulators + 2 for the B sliver + 1 broadcast (of 32).
 constexpr int MR = 14, NV = 2;
 // KC×NC = 768 KiB B block (L2: 2 MiB on Sapphire Rapids, 1 MiB on Zen 4); MC = 150 tiles
 // (2100 rows, 4 MiB A block in L3; A slivers are read once per row of C tiles, so even
-// DRAM would do): B is packed once for M <= 2100 (+4% at 2048² over MC = 1008). KC = 512 rather than 256 halves the passes over C. The inner loops
-// alone (packed blocks, C in L3, 1 thread, medians of 31 interleaved runs): 126 GF/s at
+// DRAM would do): B is packed once for M <= 2100 (+4% at 2048² over MC = 1008). KC = 512
+// rather than 256 halves the passes over C. The inner loops alone (packed blocks, C in L3, 1 thread, medians of 31 interleaved runs): 126 GF/s at
 // KC×NC = 512×384 or 512×512, 115 at 512×768, 114 at 256×1536; the previous nest (A block
 // in L2, B block 2 MiB: B slivers from L3) 97; the micro-kernel alone 125.
 constexpr int64_t KC = 512, MC = MR * 150, NC = 384;
@@ -98,26 +70,6 @@ constexpr int64_t KC = 512, MC = MR * 150, NC = 384;
 constexpr int SK_KB = 8, SD_R = 4, SD_J = 4;
 
 #elif defined(__AVX2__)
-typedef __m256 V;
-constexpr int VL = 8;
-TX_INLINE __m256i lane_mask(int n) {
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-TX_INLINE V vzero() { return _mm256_setzero_ps(); }
-TX_INLINE V vset1(float x) { return _mm256_set1_ps(x); }
-TX_INLINE V vload(const float* p) { return _mm256_loadu_ps(p); }
-TX_INLINE V vload_n(const float* p, int n) { return _mm256_maskload_ps(p, lane_mask(n)); }
-TX_INLINE void vstore(float* p, V v) { _mm256_storeu_ps(p, v); }
-TX_INLINE void vstore_n(float* p, V v, int n) { _mm256_maskstore_ps(p, lane_mask(n), v); }
-TX_INLINE V vadd(V a, V b) { return _mm256_add_ps(a, b); }
-TX_INLINE V vfma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
-TX_INLINE float vsum(V v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
 // 6×16 tile: 12 ymm accumulators + 2 B + 1 broadcast (of 16).
 constexpr int MR = 6, NV = 2;
 // B block 128 KiB (fits the 256 KiB L2 of older AVX2 cores); the same order as AVX-512
@@ -126,85 +78,12 @@ constexpr int MR = 6, NV = 2;
 constexpr int64_t KC = 256, MC = MR * 350, NC = 128;
 constexpr int SK_KB = 8, SD_R = 2, SD_J = 4;
 
-#elif defined(__GNUC__)
-// Portable (GCC/Clang): generic 4-float vectors, lowered to SSE2, NEON, ... or scalar
-// code. (The struct below is the same thing for other compilers; GCC does not keep
-// arrays of such structs in registers, which costs 3x in the skinny paths.)
-typedef float V __attribute__((vector_size(16)));
-constexpr int VL = 4;
-TX_INLINE V vzero() { return V{0.0f, 0.0f, 0.0f, 0.0f}; }
-TX_INLINE V vset1(float x) { return V{x, x, x, x}; }
-TX_INLINE V vload(const float* p) {
-  V r;
-  memcpy(&r, p, sizeof r);
-  return r;
-}
-TX_INLINE V vload_n(const float* p, int n) {
-  V r = vzero();
-  for (int l = 0; l < VL && l < n; ++l) r[l] = p[l];
-  return r;
-}
-TX_INLINE void vstore(float* p, V v) { memcpy(p, &v, sizeof v); }
-TX_INLINE void vstore_n(float* p, V v, int n) {
-  for (int l = 0; l < VL && l < n; ++l) p[l] = v[l];
-}
-TX_INLINE V vadd(V a, V b) { return a + b; }
-TX_INLINE V vfma(V a, V b, V c) { return a * b + c; }  // separate mul+add without FMA hardware
-TX_INLINE float vsum(V v) { return (v[0] + v[1]) + (v[2] + v[3]); }
-
-// 6×8 tile: 12 xmm-sized accumulators (16 xmm on baseline x86-64).
-constexpr int MR = 6, NV = 2;
-constexpr int64_t KC = 256, MC = MR * 350, NC = 128;
-constexpr int SK_KB = 8, SD_R = 2, SD_J = 4;
-
 #else
-// Portable, any compiler: plain fixed-length loops the compiler may vectorise.
-struct V {
-  float f[4];
-};
-constexpr int VL = 4;
-TX_INLINE V vzero() {
-  V r;
-  for (int l = 0; l < VL; ++l) r.f[l] = 0.0f;
-  return r;
-}
-TX_INLINE V vset1(float x) {
-  V r;
-  for (int l = 0; l < VL; ++l) r.f[l] = x;
-  return r;
-}
-TX_INLINE V vload(const float* p) {
-  V r;
-  for (int l = 0; l < VL; ++l) r.f[l] = p[l];
-  return r;
-}
-TX_INLINE V vload_n(const float* p, int n) {
-  V r;
-  for (int l = 0; l < VL; ++l) r.f[l] = l < n ? p[l] : 0.0f;
-  return r;
-}
-TX_INLINE void vstore(float* p, V v) {
-  for (int l = 0; l < VL; ++l) p[l] = v.f[l];
-}
-TX_INLINE void vstore_n(float* p, V v, int n) {
-  for (int l = 0; l < VL && l < n; ++l) p[l] = v.f[l];
-}
-TX_INLINE V vadd(V a, V b) {
-  V r;
-  for (int l = 0; l < VL; ++l) r.f[l] = a.f[l] + b.f[l];
-  return r;
-}
-TX_INLINE V vfma(V a, V b, V c) {
-  V r;
-  for (int l = 0; l < VL; ++l) r.f[l] = a.f[l] * b.f[l] + c.f[l];
-  return r;
-}
-TX_INLINE float vsum(V v) { return (v.f[0] + v.f[1]) + (v.f[2] + v.f[3]); }
-
 // 6×8 tile: 12 xmm-sized accumulators (16 xmm on baseline x86-64).
 constexpr int MR = 6, NV = 2;
 constexpr int64_t KC = 256, MC = MR * 350, NC = 128;
 constexpr int SK_KB = 8, SD_R = 2, SD_J = 4;
+
 #endif
 
 constexpr int NR = NV * VL;

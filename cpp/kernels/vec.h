@@ -1,0 +1,153 @@
+// SIMD vector layer shared by the kernels of one ISA variant: V, VL lanes, and the
+// handful of operations the kernels use. V is __m512 (AVX-512), __m256 (AVX2+FMA) or a
+// portable 4-float vector (GCC/Clang generic vectors, lowered to SSE2, NEON, ... or
+// scalar code; a struct with plain loops for other compilers). Each kernel source is
+// compiled once per variant with TX_ISA_NS set, so every definition here lives in that
+// variant's namespace. vload_n/vstore_n touch only the first n lanes (n may be <= 0 or
+// >= VL); masked AVX/AVX-512 loads never fault on the masked-off lanes.
+#pragma once
+
+#include <string.h>
+
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#if defined(__GNUC__)
+#define TX_INLINE static inline __attribute__((always_inline))
+#define TX_UNROLL _Pragma("GCC unroll 16")
+#else
+#define TX_INLINE static inline
+#define TX_UNROLL
+#endif
+
+namespace tx {
+namespace TX_ISA_NS {
+
+#if defined(__AVX512F__)
+typedef __m512 V;
+constexpr int VL = 16;
+TX_INLINE __mmask16 lane_mask(int n) {
+  return n <= 0 ? (__mmask16)0 : n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u);
+}
+TX_INLINE V vzero() { return _mm512_setzero_ps(); }
+TX_INLINE V vset1(float x) { return _mm512_set1_ps(x); }
+TX_INLINE V vload(const float* p) { return _mm512_loadu_ps(p); }
+TX_INLINE V vload_n(const float* p, int n) { return _mm512_maskz_loadu_ps(lane_mask(n), p); }
+TX_INLINE void vstore(float* p, V v) { _mm512_storeu_ps(p, v); }
+TX_INLINE void vstore_n(float* p, V v, int n) { _mm512_mask_storeu_ps(p, lane_mask(n), v); }
+TX_INLINE V vadd(V a, V b) { return _mm512_add_ps(a, b); }
+TX_INLINE V vfma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+TX_INLINE float vsum(V v) { return _mm512_reduce_add_ps(v); }  // a fixed shuffle tree
+TX_INLINE V vsub(V a, V b) { return _mm512_sub_ps(a, b); }
+TX_INLINE V vmul(V a, V b) { return _mm512_mul_ps(a, b); }
+
+#elif defined(__AVX2__)
+typedef __m256 V;
+constexpr int VL = 8;
+TX_INLINE __m256i lane_mask(int n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+TX_INLINE V vzero() { return _mm256_setzero_ps(); }
+TX_INLINE V vset1(float x) { return _mm256_set1_ps(x); }
+TX_INLINE V vload(const float* p) { return _mm256_loadu_ps(p); }
+TX_INLINE V vload_n(const float* p, int n) { return _mm256_maskload_ps(p, lane_mask(n)); }
+TX_INLINE void vstore(float* p, V v) { _mm256_storeu_ps(p, v); }
+TX_INLINE void vstore_n(float* p, V v, int n) { _mm256_maskstore_ps(p, lane_mask(n), v); }
+TX_INLINE V vadd(V a, V b) { return _mm256_add_ps(a, b); }
+TX_INLINE V vfma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+TX_INLINE float vsum(V v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+TX_INLINE V vsub(V a, V b) { return _mm256_sub_ps(a, b); }
+TX_INLINE V vmul(V a, V b) { return _mm256_mul_ps(a, b); }
+
+#elif defined(__GNUC__)
+// Portable (GCC/Clang): generic 4-float vectors, lowered to SSE2, NEON, ... or scalar
+// code. (The struct below is the same thing for other compilers; GCC does not keep
+// arrays of such structs in registers, which costs 3x in the skinny paths.)
+typedef float V __attribute__((vector_size(16)));
+constexpr int VL = 4;
+TX_INLINE V vzero() { return V{0.0f, 0.0f, 0.0f, 0.0f}; }
+TX_INLINE V vset1(float x) { return V{x, x, x, x}; }
+TX_INLINE V vload(const float* p) {
+  V r;
+  memcpy(&r, p, sizeof r);
+  return r;
+}
+TX_INLINE V vload_n(const float* p, int n) {
+  V r = vzero();
+  for (int l = 0; l < VL && l < n; ++l) r[l] = p[l];
+  return r;
+}
+TX_INLINE void vstore(float* p, V v) { memcpy(p, &v, sizeof v); }
+TX_INLINE void vstore_n(float* p, V v, int n) {
+  for (int l = 0; l < VL && l < n; ++l) p[l] = v[l];
+}
+TX_INLINE V vadd(V a, V b) { return a + b; }
+TX_INLINE V vfma(V a, V b, V c) { return a * b + c; }  // separate mul+add without FMA hardware
+TX_INLINE float vsum(V v) { return (v[0] + v[1]) + (v[2] + v[3]); }
+TX_INLINE V vsub(V a, V b) { return a - b; }
+TX_INLINE V vmul(V a, V b) { return a * b; }
+
+#else
+// Portable, any compiler: plain fixed-length loops the compiler may vectorise.
+struct V {
+  float f[4];
+};
+constexpr int VL = 4;
+TX_INLINE V vzero() {
+  V r;
+  for (int l = 0; l < VL; ++l) r.f[l] = 0.0f;
+  return r;
+}
+TX_INLINE V vset1(float x) {
+  V r;
+  for (int l = 0; l < VL; ++l) r.f[l] = x;
+  return r;
+}
+TX_INLINE V vload(const float* p) {
+  V r;
+  for (int l = 0; l < VL; ++l) r.f[l] = p[l];
+  return r;
+}
+TX_INLINE V vload_n(const float* p, int n) {
+  V r;
+  for (int l = 0; l < VL; ++l) r.f[l] = l < n ? p[l] : 0.0f;
+  return r;
+}
+TX_INLINE void vstore(float* p, V v) {
+  for (int l = 0; l < VL; ++l) p[l] = v.f[l];
+}
+TX_INLINE void vstore_n(float* p, V v, int n) {
+  for (int l = 0; l < VL && l < n; ++l) p[l] = v.f[l];
+}
+TX_INLINE V vadd(V a, V b) {
+  V r;
+  for (int l = 0; l < VL; ++l) r.f[l] = a.f[l] + b.f[l];
+  return r;
+}
+TX_INLINE V vfma(V a, V b, V c) {
+  V r;
+  for (int l = 0; l < VL; ++l) r.f[l] = a.f[l] * b.f[l] + c.f[l];
+  return r;
+}
+TX_INLINE float vsum(V v) { return (v.f[0] + v.f[1]) + (v.f[2] + v.f[3]); }
+TX_INLINE V vsub(V a, V b) {
+  V r;
+  for (int l = 0; l < VL; ++l) r.f[l] = a.f[l] - b.f[l];
+  return r;
+}
+TX_INLINE V vmul(V a, V b) {
+  V r;
+  for (int l = 0; l < VL; ++l) r.f[l] = a.f[l] * b.f[l];
+  return r;
+}
+
+#endif
+
+}  // namespace TX_ISA_NS
+}  // namespace tx
