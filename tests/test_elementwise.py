@@ -347,6 +347,8 @@ def test_large_outputs_match_small_calls(isa, rng):
         return np.concatenate([fn(*(a[i:j] for a in arrays)) for i, j in zip(cut, cut[1:])])
 
     np.testing.assert_array_equal(ops.layer_norm(x, g, b), pieces(lambda a: ops.layer_norm(a, g, b), x))
+    np.testing.assert_array_equal(ops.layer_norm_backward(dy, x, g, b)[0],  # dx (dγ, dβ: sums over the rows)
+                                  pieces(lambda d, a: ops.layer_norm_backward(d, a, g, b)[0], dy, x))
     np.testing.assert_array_equal(ops.softmax(x), pieces(ops.softmax, x))
     for appr in ("tanh", "none"):
         np.testing.assert_array_equal(ops.gelu(x, approximate=appr), pieces(lambda a: ops.gelu(a, approximate=appr), x))

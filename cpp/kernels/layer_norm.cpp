@@ -37,6 +37,19 @@ static inline void prefetch_row(const float* x, int64_t n) {
   for (int64_t j = 0; j < n; j += 16) __builtin_prefetch(x + j, 0, 3);
 }
 
+// Writes dst[0 .. n), piece(j0, len, out) computing dst[j0 .. j0+len) into out: in place,
+// or (stream: a large output) in pieces through an L1 buffer and non-temporal stores.
+template <class F>
+TX_INLINE void write_row(float* dst, int64_t n, bool stream, F piece) {
+  if (!stream) return piece(0, n, dst);
+  alignas(64) float buf[kPiece];
+  for (int64_t j0 = 0; j0 < n; j0 += kPiece) {
+    const int64_t len = n - j0 < kPiece ? n - j0 : kPiece;
+    piece(j0, len, buf);
+    tx_stream_store(dst + j0, buf, len);
+  }
+}
+
 // Σ over the full vectors of a row of f(x) for a V-valued f, in 4 interleaved vector
 // accumulators (4 independent add chains hide the FP latency), added in a fixed order;
 // the tail past the last full vector is left to the caller. The order depends on n only.
@@ -91,16 +104,7 @@ static inline void layer_norm_row(const float* x, const float* gamma, const floa
     }
     for (; j < len; ++j) out[j] = ((x[j0 + j] - mu_hi) - mu_lo) * rs * gamma[j0 + j] + beta[j0 + j];
   };
-  if (!stream) {
-    normalize(0, n, y);
-  } else {  // large output: pieces through an L1 buffer, then non-temporal stores
-    alignas(64) float buf[kPiece];
-    for (int64_t j0 = 0; j0 < n; j0 += kPiece) {
-      const int64_t len = n - j0 < kPiece ? n - j0 : kPiece;
-      normalize(j0, len, buf);
-      tx_stream_store(y + j0, buf, len);
-    }
-  }
+  write_row(y, n, stream, normalize);
   *mean = mu_hi;
   *rstd = rs;
 }
@@ -152,16 +156,7 @@ static inline void layer_norm_backward_row(const float* dy, const float* x, cons
       pb[k] += dy[k];
     }
   };
-  if (!stream) {
-    dx_piece(0, n, dx);
-  } else {  // large output: pieces through an L1 buffer, then non-temporal stores
-    alignas(64) float buf[kPiece];
-    for (int64_t j0 = 0; j0 < n; j0 += kPiece) {
-      const int64_t len = n - j0 < kPiece ? n - j0 : kPiece;
-      dx_piece(j0, len, buf);
-      tx_stream_store(dx + j0, buf, len);
-    }
-  }
+  write_row(dx, n, stream, dx_piece);
 }
 
 // dx for every row; chunk c (rows [c·kChunk, (c+1)·kChunk)) accumulates its rows, in
