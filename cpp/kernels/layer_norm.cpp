@@ -50,23 +50,6 @@ TX_INLINE void write_row(float* dst, int64_t n, bool stream, F piece) {
   }
 }
 
-// Σ over the full vectors of a row of f(x) for a V-valued f, in 4 interleaved vector
-// accumulators (4 independent add chains hide the FP latency), added in a fixed order;
-// the tail past the last full vector is left to the caller. The order depends on n only.
-template <class F>
-TX_INLINE float row_sum(const float* x, int64_t nv, F f) {
-  V a0 = vzero(), a1 = vzero(), a2 = vzero(), a3 = vzero();
-  int64_t j = 0;
-  for (; j + 4 * VL <= nv; j += 4 * VL) {
-    a0 = vadd(a0, f(vload(x + j)));
-    a1 = vadd(a1, f(vload(x + j + VL)));
-    a2 = vadd(a2, f(vload(x + j + 2 * VL)));
-    a3 = vadd(a3, f(vload(x + j + 3 * VL)));
-  }
-  for (; j < nv; j += VL) a0 = vadd(a0, f(vload(x + j)));
-  return vsum(vadd(vadd(a0, a1), vadd(a2, a3)));
-}
-
 // One row: statistics, then y = (x − μ)·rstd·γ + β written to y (or to buf, len floats
 // at offset j0, for the streaming path).
 static inline void layer_norm_row(const float* x, const float* gamma, const float* beta,
@@ -79,14 +62,14 @@ static inline void layer_norm_row(const float* x, const float* gamma, const floa
   // (Sterbenz), so x − μ keeps full precision for un-normalised inputs.
   const float s0 = n > 0 ? x[0] : 0.0f;
   const V vs = vset1(s0);
-  float ds = row_sum(x, nv, [&](V v) { return vsub(v, vs); });
+  float ds = row_sum(nv, [&](int64_t j) { return vsub(vload(x + j), vs); });
   for (int64_t j = nv; j < n; ++j) ds += x[j] - s0;
   const double mu_d = (double)s0 + (double)ds / (double)n;
   const float mu_hi = (float)mu_d;
   const float mu_lo = (float)(mu_d - (double)mu_hi);
   const V mh = vset1(mu_hi), ml = vset1(mu_lo);
-  float v = row_sum(x, nv, [&](V xv) {
-    const V d = vsub(vsub(xv, mh), ml);
+  float v = row_sum(nv, [&](int64_t j) {
+    const V d = vsub(vsub(vload(x + j), mh), ml);
     return vmul(d, d);
   });
   for (int64_t j = nv; j < n; ++j) {

@@ -41,6 +41,8 @@ TX_INLINE V vfma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
 TX_INLINE float vsum(V v) { return _mm512_reduce_add_ps(v); }  // a fixed shuffle tree
 TX_INLINE V vsub(V a, V b) { return _mm512_sub_ps(a, b); }
 TX_INLINE V vmul(V a, V b) { return _mm512_mul_ps(a, b); }
+TX_INLINE V vmax(V a, V b) { return _mm512_max_ps(a, b); }
+TX_INLINE float vhmax(V v) { return _mm512_reduce_max_ps(v); }
 
 #elif defined(__AVX2__)
 typedef __m256 V;
@@ -64,6 +66,13 @@ TX_INLINE float vsum(V v) {
 }
 TX_INLINE V vsub(V a, V b) { return _mm256_sub_ps(a, b); }
 TX_INLINE V vmul(V a, V b) { return _mm256_mul_ps(a, b); }
+TX_INLINE V vmax(V a, V b) { return _mm256_max_ps(a, b); }
+TX_INLINE float vhmax(V v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_movehdup_ps(m));
+  return _mm_cvtss_f32(m);
+}
 
 #elif defined(__GNUC__)
 // Portable (GCC/Clang): generic 4-float vectors, lowered to SSE2, NEON, ... or scalar
@@ -92,6 +101,15 @@ TX_INLINE V vfma(V a, V b, V c) { return a * b + c; }  // separate mul+add witho
 TX_INLINE float vsum(V v) { return (v[0] + v[1]) + (v[2] + v[3]); }
 TX_INLINE V vsub(V a, V b) { return a - b; }
 TX_INLINE V vmul(V a, V b) { return a * b; }
+TX_INLINE V vmax(V a, V b) {
+  V r;
+  for (int l = 0; l < VL; ++l) r[l] = a[l] > b[l] ? a[l] : b[l];
+  return r;
+}
+TX_INLINE float vhmax(V v) {
+  const float a = v[0] > v[1] ? v[0] : v[1], b = v[2] > v[3] ? v[2] : v[3];
+  return a > b ? a : b;
+}
 
 #else
 // Portable, any compiler: plain fixed-length loops the compiler may vectorise.
@@ -146,8 +164,49 @@ TX_INLINE V vmul(V a, V b) {
   for (int l = 0; l < VL; ++l) r.f[l] = a.f[l] * b.f[l];
   return r;
 }
+TX_INLINE V vmax(V a, V b) {
+  V r;
+  for (int l = 0; l < VL; ++l) r.f[l] = a.f[l] > b.f[l] ? a.f[l] : b.f[l];
+  return r;
+}
+TX_INLINE float vhmax(V v) {
+  const float a = v.f[0] > v.f[1] ? v.f[0] : v.f[1], b = v.f[2] > v.f[3] ? v.f[2] : v.f[3];
+  return a > b ? a : b;
+}
 
 #endif
+
+// Row reductions over the full vectors j = 0, VL, 2·VL, ... < nv (nv a multiple of VL;
+// the caller handles the tail): Σ_j f(j) for a V-valued f of the offset, and the max of
+// x[0 .. nv), in 4 interleaved vector accumulators (independent chains hide the FP
+// latency), combined in a fixed order that depends on nv only. (GCC's code for
+// `omp simd` reductions kept the lanes in memory: several times slower.)
+template <class F>
+TX_INLINE float row_sum(int64_t nv, F f) {
+  V a0 = vzero(), a1 = vzero(), a2 = vzero(), a3 = vzero();
+  int64_t j = 0;
+  for (; j + 4 * VL <= nv; j += 4 * VL) {
+    a0 = vadd(a0, f(j));
+    a1 = vadd(a1, f(j + VL));
+    a2 = vadd(a2, f(j + 2 * VL));
+    a3 = vadd(a3, f(j + 3 * VL));
+  }
+  for (; j < nv; j += VL) a0 = vadd(a0, f(j));
+  return vsum(vadd(vadd(a0, a1), vadd(a2, a3)));
+}
+
+TX_INLINE float row_max(const float* x, int64_t nv, float init) {
+  V m0 = vset1(init), m1 = m0, m2 = m0, m3 = m0;
+  int64_t j = 0;
+  for (; j + 4 * VL <= nv; j += 4 * VL) {
+    m0 = vmax(m0, vload(x + j));
+    m1 = vmax(m1, vload(x + j + VL));
+    m2 = vmax(m2, vload(x + j + 2 * VL));
+    m3 = vmax(m3, vload(x + j + 3 * VL));
+  }
+  for (; j < nv; j += VL) m0 = vmax(m0, vload(x + j));
+  return vhmax(vmax(vmax(m0, m1), vmax(m2, m3)));
+}
 
 }  // namespace TX_ISA_NS
 }  // namespace tx
