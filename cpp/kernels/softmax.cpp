@@ -2,9 +2,10 @@
 //
 // y_j = exp(x_j − m) / Σ_k exp(x_k − m), m = max_k x_k (the shift keeps exp in range).
 // Per row: pass 1 finds m; pass 2 writes e_j = exp(x_j − m) into y, pass 3 sums it (the
-// reductions on vec.h), pass 4 scales y by 1/Σ. The row is read from memory once (passes 2-3 hit L1/L2), exp is
-// evaluated once per element, and the next row is prefetched meanwhile. For outputs of
-// >= 8 MiB, passes 2-3 work in an L1 buffer and y is written once with streaming stores.
+// reductions on vec.h), pass 4 scales y by 1/Σ. The row is read from memory once (the
+// later passes hit L1/L2), exp is evaluated once per element, and the next row is
+// prefetched meanwhile. y is written with plain stores: streaming stores measured
+// 1.1-1.3x slower for large outputs in the Python API, whose outputs are fresh pages.
 // Rows are independent and spread over threads; each row's reductions run on one
 // thread, so results do not depend on the thread count.
 // A row of all −inf (fully masked) gives zeros; NaN or +inf in a row make it NaN (IEEE).
@@ -16,8 +17,6 @@ namespace tx {
 namespace TX_ISA_NS {
 
 namespace {
-
-const int64_t kStreamRow = 4096;  // rows up to this length stage through L1 when streaming
 
 // Ask for the next row while this one is computed (exp-heavy passes leave the memory
 // bus idle; the hardware prefetcher alone does not run far enough ahead). Rows up to
@@ -52,19 +51,15 @@ static inline float row_dot(const float* a, const float* b, int64_t n) {
   return s;
 }
 
-// buf: nullptr, or kStreamRow floats of L1 scratch: then the exps go there and y is
-// written once, with streaming stores (large outputs; see vmath.h).
-static inline void softmax_row(const float* x, float* y, int64_t n, float* buf) {
+static inline void softmax_row(const float* x, float* y, int64_t n) {
   const float m = max_of_row(x, n);
   if (m == -__builtin_inff()) {  // every entry −inf: no probability mass anywhere
     for (int64_t j = 0; j < n; ++j) y[j] = 0.0f;
     return;
   }
-  float* e = buf ? buf : y;
-  const float inv = 1.0f / exp_shifted_sum(x, m, e, n);  // Σ >= 1 (exp(0) at the max), or NaN
+  const float inv = 1.0f / exp_shifted_sum(x, m, y, n);  // Σ >= 1 (exp(0) at the max), or NaN
 #pragma omp simd
-  for (int64_t j = 0; j < n; ++j) e[j] *= inv;
-  if (buf) tx_stream_store(y, buf, n);
+  for (int64_t j = 0; j < n; ++j) y[j] *= inv;
 }
 
 // dx_j = y_j·(dy_j − Σ_k dy_k·y_k)   (Jacobian of softmax applied to dy).
@@ -77,16 +72,12 @@ static inline void softmax_backward_row(const float* dy, const float* y, float* 
 }  // namespace
 
 void softmax_forward(const float* x, float* y, int64_t rows, int64_t n) {
-  const bool stream = rows * n * (int64_t)sizeof(float) >= kTxStreamBytes && n <= kStreamRow && x != y;
-#pragma omp parallel num_threads(::tx::threads_for(rows * n * 8))
-  {
-    alignas(64) float buf[kStreamRow];
-#pragma omp for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
-      if (r + 1 < rows) prefetch_row(x + (r + 1) * n, n);
-      softmax_row(x + r * n, y + r * n, n, stream ? buf : nullptr);
-    }
-    if (stream) tx_stream_fence();  // each thread orders its own streaming stores
+  const int64_t work = rows * n * 8;
+  (void)work;  // (unused in a build without OpenMP)
+  TX_OMP_FOR(work)
+  for (int64_t r = 0; r < rows; ++r) {
+    if (r + 1 < rows) prefetch_row(x + (r + 1) * n, n);
+    softmax_row(x + r * n, y + r * n, n);
   }
 }
 

@@ -163,7 +163,9 @@ static inline float tx_erfc(float x) {
 // out with tx_stream_store (non-temporal where dst is vector-aligned); tx_stream_fence()
 // must run once after a thread's last stream store (before the data is read elsewhere).
 // The scalar variant never streams (portable code, no intrinsics: staging would only add
-// a copy).
+// a copy). Measured through the Python API (fresh output pages), 2026-11-22: layer norm
+// is 5-20% faster with streaming stores, GELU and softmax 1.1-1.7x slower, so only layer
+// norm uses them.
 #if defined(__AVX2__) || defined(__AVX512F__)
 static const int64_t kTxStreamBytes = (int64_t)8 << 20;  // outputs above this bypass the cache
 #else
