@@ -2,6 +2,7 @@
 // bandwidth this ISA variant reaches with the process-wide thread count. Not kernels of
 // the model; they only give `transformer-ext bench` its "% of peak" denominators.
 #include "tx/kernels.h"
+#include "vec.h"
 
 #if defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
@@ -132,52 +133,21 @@ double probe_read(const float* x, int64_t n, int reps) {
       float s = 0.0f;
       for (int64_t b = 0; b < blocks; ++b) {
         const float* base = x + lo + b * kStreams * kRun;
-#if defined(__AVX512F__)
-        __m512 acc[kStreams];
-        for (int q = 0; q < kStreams; ++q) acc[q] = _mm512_setzero_ps();
+        V acc[kStreams];
+        for (int q = 0; q < kStreams; ++q) acc[q] = vzero();
         for (int64_t i = 0; i < kRun; i += 32) {
 #pragma GCC unroll 8
           for (int q = 0; q < kStreams; ++q) {
             const float* p = base + q * kRun + i;
             prefetch2(p + kAhead);
-            acc[q] = _mm512_add_ps(acc[q], _mm512_add_ps(_mm512_loadu_ps(p), _mm512_loadu_ps(p + 16)));
+            V u = vload(p);  // the 128-byte row: 32 floats
+            for (int l = VL; l < 32; l += VL) u = vadd(u, vload(p + l));
+            acc[q] = vadd(acc[q], u);
           }
         }
-        __m512 t = acc[0];
-        for (int q = 1; q < kStreams; ++q) t = _mm512_add_ps(t, acc[q]);
-        s += _mm512_reduce_add_ps(t);
-#elif defined(__AVX2__)
-        __m256 acc[kStreams];
-        for (int q = 0; q < kStreams; ++q) acc[q] = _mm256_setzero_ps();
-        for (int64_t i = 0; i < kRun; i += 32) {
-#pragma GCC unroll 8
-          for (int q = 0; q < kStreams; ++q) {
-            const float* p = base + q * kRun + i;
-            prefetch2(p + kAhead);
-            const __m256 u = _mm256_add_ps(_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8));
-            const __m256 v = _mm256_add_ps(_mm256_loadu_ps(p + 16), _mm256_loadu_ps(p + 24));
-            acc[q] = _mm256_add_ps(acc[q], _mm256_add_ps(u, v));
-          }
-        }
-        __m256 t = acc[0];
-        for (int q = 1; q < kStreams; ++q) t = _mm256_add_ps(t, acc[q]);
-        float f[8];
-        _mm256_storeu_ps(f, t);
-        s += ((f[0] + f[1]) + (f[2] + f[3])) + ((f[4] + f[5]) + (f[6] + f[7]));
-#else
-        float acc[kStreams][8] = {{0}};
-        for (int64_t i = 0; i < kRun; i += 32) {
-          for (int q = 0; q < kStreams; ++q) {
-            const float* p = base + q * kRun + i;
-            prefetch2(p + kAhead);
-#pragma omp simd
-            for (int j = 0; j < 8; ++j) acc[q][j] += (p[j] + p[j + 8]) + (p[j + 16] + p[j + 24]);
-          }
-        }
-        for (int q = 0; q < kStreams; ++q) {
-          for (int j = 0; j < 8; ++j) s += acc[q][j];
-        }
-#endif
+        V t = acc[0];
+        for (int q = 1; q < kStreams; ++q) t = vadd(t, acc[q]);
+        s += vsum(t);
       }
       for (int64_t k = lo + blocks * kStreams * kRun; k < hi; ++k) s += x[k];  // the remainder
       checksum += s;
