@@ -62,9 +62,10 @@ constexpr int MR = 14, NV = 2;
 // KC×NC = 768 KiB B block (L2: 2 MiB on Sapphire Rapids, 1 MiB on Zen 4); MC = 150 tiles
 // (2100 rows, 4 MiB A block in L3; A slivers are read once per row of C tiles, so even
 // DRAM would do): B is packed once for M <= 2100 (+4% at 2048² over MC = 1008). KC = 512
-// rather than 256 halves the passes over C. The inner loops alone (packed blocks, C in L3, 1 thread, medians of 31 interleaved runs): 126 GF/s at
-// KC×NC = 512×384 or 512×512, 115 at 512×768, 114 at 256×1536; the previous nest (A block
-// in L2, B block 2 MiB: B slivers from L3) 97; the micro-kernel alone 125.
+// rather than 256 halves the passes over C. The inner loops alone (packed blocks, C in L3,
+// 1 thread, medians of 31 interleaved runs): 126 GF/s at KC×NC = 512×384 or 512×512, 115
+// at 512×768, 114 at 256×1536; the previous nest (A block in L2, B block 2 MiB: B slivers
+// from L3) 97; the micro-kernel alone 125.
 constexpr int64_t KC = 512, MC = MR * 150, NC = 384;
 // Skinny paths: SK_KB rows of B per pass over C; dot path: SD_R × SD_J dots at a time.
 constexpr int SK_KB = 8, SD_R = 4, SD_J = 4;
