@@ -22,14 +22,36 @@ needs_core = pytest.mark.skipif(not HAS_CORE, reason="compiled core not availabl
 
 @pytest.fixture(params=ISAS or ["none"])
 def isa(request):
-    """Runs the test once per supported ISA variant, on the cpp backend."""
+    """Runs the test once per supported ISA variant, on the cpp backend. The AMX path of
+    bf16 GEMMs (a different summation, see cpp/kernels/gemm_amx.cpp) is off here, so
+    "avx512" tests the AVX-512 code; the `amx` fixture turns it on."""
     if request.param == "none":
         pytest.skip("compiled core not available")
     before = tx.get_isa()
     tx.set_isa(request.param)
+    tx._backend.core.set_amx(False)
     try:
         with tx.use_backend("cpp"):
             yield request.param
+    finally:
+        tx._backend.core.set_amx(True)
+        tx.set_isa(before)
+
+
+@pytest.fixture
+def amx():
+    """The AVX-512 variant with its AMX path for bf16 GEMMs on (skips where the CPU, OS or
+    build has no AMX)."""
+    if not HAS_CORE or "avx512" not in ISAS:
+        pytest.skip("no AVX-512 variant here")
+    before = tx.get_isa()
+    tx.set_isa("avx512")
+    tx._backend.core.set_amx(True)
+    try:
+        if not tx._backend.core.amx_active():
+            pytest.skip("no AMX-BF16 on this CPU / OS / build")
+        with tx.use_backend("cpp"):
+            yield
     finally:
         tx.set_isa(before)
 

@@ -293,3 +293,78 @@ def test_pickle_and_copy(isa):
             assert (q.K, q.N, q.dtype, q.layout) == (20, 45, dtype, "panel32")
             np.testing.assert_array_equal(ops.matmul(x, q), ops.matmul(x, pw))
         assert copy.copy(pw).data is pw.data  # shallow copies share the read-only buffer
+
+
+# ---- the AMX path of bf16 pre-packed GEMMs (M > 16 on CPUs with AMX-BF16) ----
+# gemm_amx.cpp splits each activation a = hi + lo into two bf16 terms (|a − hi − lo| <=
+# 2^-16·|a|: two roundings to 8 significant bits), multiplies both by the bf16 weights on
+# the tiles (bf16 products are exact in fp32) and sums in fp32 in the tile unit's order.
+# So against the float64 product with the bf16-rounded weights:
+#   |y − ref| <= 2^-16·Σ|x||w| + the float32 summation bound + ulps of the bias / C.
+AMX_SHAPES = [(17, 1, 1), (31, 2, 31), (32, 31, 32), (33, 32, 33), (64, 33, 65), (65, 63, 100),
+              (100, 64, 17), (47, 65, 200), (129, 768, 63), (40, 3072, 40), (20, 1000, 600)]
+
+
+def amx_bound(x, wr, K, extra):
+    absprod = np.abs(x).astype(np.float64) @ np.abs(wr).astype(np.float64)
+    return 2.0**-16 * absprod + bound(x, wr, K) + 4 * U * extra
+
+
+@needs_core
+def test_amx_bf16_gemm(amx, threads):
+    rng = np.random.default_rng(31)
+    core = tx._backend.core
+    for M, K, N in AMX_SHAPES:
+        w = rng.standard_normal((K, N), dtype=np.float32)
+        big = rng.standard_normal((M, K + 5), dtype=np.float32)
+        x = big[:, 2:2 + K]  # rows of a wider buffer: A's row stride != K
+        b = rng.standard_normal(N, dtype=np.float32)
+        pb, wr = ops.pack_weight(w, dtype="bf16"), ops.bf16_round(w)
+        ref = x.astype(np.float64) @ wr.astype(np.float64)
+        threads(1)
+        y = ops.matmul(x, pb, b)
+        err = np.abs(y - (ref + b))
+        assert np.all(err <= amx_bound(x, wr, K, np.abs(b))), f"M={M} K={K} N={N}: {err.max()}"
+        # really the tile path: its error differs from the FMA path's somewhere (K > 1)
+        core.set_amx(False)
+        y_fma = ops.matmul(x, pb, b)
+        core.set_amx(True)
+        if K > 2:
+            assert not np.array_equal(y, y_fma), f"M={M} K={K} N={N}"
+        threads(2)
+        np.testing.assert_array_equal(ops.matmul(x, pb, b), y)  # thread count changes nothing
+        # accumulate into C (c = c0 + b + x·W) and no bias
+        c0 = rng.standard_normal((M, N), dtype=np.float32)
+        c = c0.copy()
+        core.gemm_packed(np.ascontiguousarray(x), pb.data, K, N, 1, b, c, True)
+        assert np.all(np.abs(c - (ref + b + c0)) <= amx_bound(x, wr, K, np.abs(b) + 2 * np.abs(c0)))
+        y0 = ops.matmul(x, pb)
+        assert np.all(np.abs(y0 - ref) <= amx_bound(x, wr, K, 0))
+
+
+@needs_core
+def test_amx_bf16_split_keeps_activation_precision(amx):
+    """Activations with more than 8 significant bits: rounding them to bf16 (one term)
+    would be off by up to 2^-9 relative; the hi + lo split keeps 2^-16."""
+    K, N, M = 64, 32, 32
+    x = np.full((M, K), 1.0 + 2.0**-12, np.float32)  # not a bf16 value: hi = 1, lo = 2^-12
+    w = np.ones((K, N), np.float32)
+    y = ops.matmul(x, ops.pack_weight(w, dtype="bf16"))
+    np.testing.assert_array_equal(y, np.float32(K * (1.0 + 2.0**-12)))
+
+
+@needs_core
+def test_amx_bf16_nonfinite(amx):
+    """NaN in x or W gives NaN where it is used; ±inf in x gives ±inf as in fp32 (its lo
+    term is 0). (inf in W gives NaN on this path: 0·inf from a zero lo term.)"""
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((40, 100), dtype=np.float32)
+    w[5, 50] = np.nan
+    x = rng.standard_normal((20, 40), dtype=np.float32)
+    x[1, 9] = -np.inf
+    x[2, 3] = np.nan
+    y = ops.matmul(x, ops.pack_weight(w, dtype="bf16"))
+    ref = x.astype(np.float64) @ ops.bf16_round(w).astype(np.float64)
+    assert np.isnan(y[:, 50]).all() and np.isnan(y[2]).all()
+    np.testing.assert_array_equal(np.isinf(y), np.isinf(ref))
+    np.testing.assert_array_equal(np.sign(y[1][np.isinf(ref[1])]), np.sign(ref[1][np.isinf(ref[1])]))

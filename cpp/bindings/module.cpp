@@ -4,6 +4,7 @@
 
 #include "common.h"
 #include "tx/cpu.h"
+#include "tx/amx.h"
 #include "tx/dispatch.h"
 
 void bind_gemm(py::module_& m);
@@ -39,6 +40,13 @@ PYBIND11_MODULE(_core, m) {
     return false;
 #endif
   });
+  // The AMX path of bf16 pre-packed GEMMs (tx/amx.h): only the AVX-512
+  // variant uses it, so the check never runs AMX-compiled code on another variant.
+  m.def("amx_active", [] { return tx::current_isa() == tx::Isa::avx512 && tx::amx::usable(); },
+        "True when bf16 pre-packed GEMMs (M > 16) run on AMX tiles (CPU, OS and build allow it,\n"
+        "the avx512 variant is in use, and set_amx(False) was not called).");
+  m.def("set_amx", &tx::amx::set_allowed, py::arg("allowed"),
+        "Allow (default) or forbid the AMX path; tests compare it with the AVX-512 path.");
   bind_gemm(m);
   bind_attention(m);
   bind_elementwise(m);

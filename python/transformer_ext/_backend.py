@@ -139,6 +139,8 @@ def cpu_info() -> dict:
         "num_threads": get_num_threads(),
         "backend": get_backend(),
         "openmp": bool(core.has_openmp()) if core is not None else False,
+        # bf16 pre-packed GEMMs with more than 16 rows (prompt pre-fill) on AMX tiles
+        "amx": bool(core.amx_active()) if core is not None else False,
         "core_error": None if _core_error is None else str(_core_error),
     }
 

@@ -14,6 +14,9 @@
 // (static or an anonymous namespace) and C functions (expf, sqrtf, ...).
 #pragma once
 #include <cstdint>
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
 
 #ifndef TX_X86
 #define TX_X86 0
@@ -69,4 +72,16 @@ namespace tx {
 // costs more than the work), else the process-wide count. Deterministic results never
 // depend on this: loops split output elements, never one reduction.
 static inline int threads_for(int64_t work) { return work < (1 << 15) ? 1 : num_threads(); }
+
+// Inside a parallel region: this thread's contiguous, balanced share [lo, hi) of n items
+// (all of them outside a region or without OpenMP).
+static inline void team_share(int64_t n, int64_t& lo, int64_t& hi) {
+  int64_t t = 0, T = 1;
+#if defined(_OPENMP)
+  t = omp_get_thread_num();
+  T = omp_get_num_threads();
+#endif
+  lo = n * t / T;
+  hi = n * (t + 1) / T;
+}
 }  // namespace tx

@@ -1,0 +1,25 @@
+// The AMX path of the pre-packed bf16 GEMM (cpp/kernels/gemm_amx.cpp): Intel's tile
+// unit (Sapphire Rapids and later) multiplies bf16 tiles at ~3x the AVX-512 FP32 FMA rate
+// measured here, so prompt pre-fill with bf16 weights runs on it when the CPU and the OS
+// allow it. Compiled once (not per ISA variant) with AMX flags; only the AVX-512 variant
+// of gemm_prepacked calls it, after usable() said yes.
+#pragma once
+#include <cstdint>
+
+namespace tx {
+namespace amx {
+
+// The CPU has AMX-BF16 (and AVX512-BF16), the kernel granted this process the tile state
+// (Linux arch_prctl ARCH_REQ_XCOMP_PERM, asked once), the build has the AMX code, and
+// set_allowed(false) was not called.
+bool usable();
+void set_allowed(bool allowed);  // tests compare the AMX and the AVX-512 paths with it
+
+// C = (accumulate ? C : 0) + bias + op(A)·W for W pre-packed bf16 (pack_weight's layout,
+// dtype 1). A is split into two bf16 terms a = hi + lo (+ an error <= 2^-16·|a|), both
+// multiplied by W on the tiles with fp32 accumulation; see gemm_amx.cpp for the numerics.
+void bf16_gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const uint16_t* Wp,
+               const float* bias, float* C, int64_t ldc, bool accumulate);
+
+}  // namespace amx
+}  // namespace tx
