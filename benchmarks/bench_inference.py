@@ -142,21 +142,30 @@ def main(argv=None) -> None:
             kinds.append("torch")
         except ImportError:
             print("(PyTorch eager skipped: torch + transformers not installed)")
+    import platform
+
+    import transformer_ext as tx
+    info = tx.cpu_info()
     print(f"GPT-2-small shape {SHAPE}, batch 1; decode: {a.new} new tokens after {DECODE_PROMPT}; "
           "bound = weight bytes read per token / measured read bandwidth")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} logical CPUs; isa={info['isa']}; "
+          f"amx={info['amx']} (True: cpp-bf16 pre-fill runs its GEMMs on AMX tiles)")
     print(f"{'backend':<10} {'thr':>3} {'prefill128 tok/s':>17} {'prefill512 tok/s':>17} {'decode tok/s':>13} "
-          f"{'bound tok/s':>12} {'% of bound':>10}")
+          f"{'bound tok/s':>12} {'% of bound':>10} {'vs torch: p128 / p512 / decode':>31}")
     for n in [int(t) for t in a.threads.split(",")]:
         peak = _run("peak", n, a.new)
         gbs = peak.get("read_gbs") if peak else None
-        for k in kinds:
-            r = _run(k, n, a.new)
+        rows = {k: _run(k, n, a.new) for k in kinds}
+        ref = rows.get("torch")
+        for k, r in rows.items():
             if r is None:
                 continue
             bound = gbs * 1e9 / r["weight_bytes"] if gbs and "weight_bytes" in r else None
             b, pct = (f"{bound:.1f}", f"{100 * r['decode'] / bound:.0f}%") if bound else ("-", "-")
+            vs = " / ".join(f"{r[c] / ref[c]:.2f}x" for c in ("prefill_128", "prefill_512", "decode")) \
+                if ref and k != "torch" else "-"
             print(f"{k:<10} {n:>3} {r['prefill_128']:>17.1f} {r['prefill_512']:>17.1f} {r['decode']:>13.1f} "
-                  f"{b:>12} {pct:>10}")
+                  f"{b:>12} {pct:>10} {vs:>31}")
         if gbs:
             print(f"{'(read bandwidth':<10} {n:>3} thread(s): {gbs:.1f} GB/s)")
 
