@@ -53,9 +53,18 @@ namespace {
 
 constexpr int64_t PW = 32;    // columns per packed panel (pack_weight's layout)
 constexpr int64_t TILE = 512; // bf16 elements of an A tile: 16 rows x 32 k
+// L2 budgets (KiB) of the A chunk, the B panel group and the partial sums; K block size
+// (32-k chunks). Overridable at build time for tuning runs.
 #ifndef TX_AMX_A_KB
-#define TX_AMX_A_KB 1024
+#define TX_AMX_A_KB 768
 #endif
+#ifndef TX_AMX_C_KB
+#define TX_AMX_C_KB 512
+#endif
+#ifndef TX_AMX_KB_MAX
+#define TX_AMX_KB_MAX 24
+#endif
+constexpr int64_t KB_MAX = TX_AMX_KB_MAX;
 #ifndef TX_AMX_B_KB
 #define TX_AMX_B_KB 512
 #endif
@@ -128,19 +137,27 @@ inline void dot_2x2() {
   _tile_dpbf16ps(3, 5, 7);
 }
 
-// The 32 x 32 block of C for row blocks (rb, rb + 1) and one panel, over all of K, into
-// acc (32 x 32 floats). B chunk kb is pair rows [16kb, 16kb + 16) of the panel, read in
-// place; the last, partial chunk comes from `tail` (zero-padded: rows past the panel's
-// end may be the next panel's weights, and 0·inf would be NaN).
-void block_32x32(const uint16_t* Ah, const uint16_t* Al, int64_t rb, int64_t KB, const uint16_t* panel,
-                 int64_t full, const uint16_t* tail, float* acc) {
-  _tile_zero(0);
-  _tile_zero(1);
-  _tile_zero(2);
-  _tile_zero(3);
+// The 32 x 32 block of C for row blocks (rb, rb + 1) and one panel, K chunks [kb0, kb1),
+// added to acc (32 x 32 floats; load = false: starting from 0). B chunk kb is pair rows
+// [16kb, 16kb + 16) of the panel, read in place; the last, partial chunk comes from
+// `tail` (zero-padded: rows past the panel's end may be the next panel's weights, and
+// 0·inf would be NaN).
+void block_32x32(const uint16_t* Ah, const uint16_t* Al, int64_t rb, int64_t KB, int64_t kb0, int64_t kb1,
+                 const uint16_t* panel, int64_t full, const uint16_t* tail, float* acc, bool load) {
+  if (load) {
+    _tile_loadd(0, acc, 128);
+    _tile_loadd(1, acc + 16, 128);
+    _tile_loadd(2, acc + 16 * 32, 128);
+    _tile_loadd(3, acc + 16 * 32 + 16, 128);
+  } else {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+  }
   const uint16_t *h = Ah + rb * KB * TILE, *l = Al + rb * KB * TILE;
   const int64_t next = KB * TILE;  // row block rb + 1
-  for (int64_t kb = 0; kb < KB; ++kb) {
+  for (int64_t kb = kb0; kb < kb1; ++kb) {
     const uint16_t* b = kb < full ? panel + kb * 16 * 2 * PW : tail;
     _tile_loadd(6, b, 4 * PW);       // columns 0-15 of the panel
     _tile_loadd(7, b + PW, 4 * PW);  // columns 16-31
@@ -190,7 +207,24 @@ void bf16_gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, con
   uint16_t* Ah = static_cast<uint16_t*>(aligned_alloc(64, 2 * a_elems * sizeof(uint16_t)));
   if (!Ah) throw std::bad_alloc();
   uint16_t* Al = Ah + a_elems;
+  // Cache roles (L2 = 2 MiB on Sapphire Rapids), BLIS-like: K in blocks of <= 768; per K
+  // block a chunk of A rows (hi + lo, <= 768 KiB) stays in L2 while the thread's panels
+  // stream past it in groups whose B (<= 512 KiB) is reused by every 32-row block of the
+  // chunk; the chunk x group partial sums (<= 512 KiB, `cbuf`) are reloaded into the tiles
+  // per K block. Measured here, 1 thread, 512x768x2304: 195 GFLOP/s with all of A (1.5 MiB)
+  // swept per panel group, 250-420 with 1 MiB chunks; at K = 3072 the K blocks keep the
+  // chunk at 256 rows instead of 64, so B streams from L3 4x less often.
+  const int64_t nkb = (KB + KB_MAX - 1) / KB_MAX, kbs = (KB + nkb - 1) / nkb;  // balanced K blocks
+  const int64_t group = imin64(GROUP_MAX, imax64(1, (int64_t)(TX_AMX_B_KB << 10) / (kbs * 16 * 4 * PW)));
+  const int64_t chunk = imin64(imax64(1, (int64_t)(TX_AMX_A_KB << 10) / (32 * 4 * kbs * 32)),
+                               imax64(1, (int64_t)(TX_AMX_C_KB << 10) / (group * 4096)));
   const int nt = threads_for(M * N * K / 8);
+  const int64_t cbuf_floats = chunk * group * 1024;
+  float* cbuf_all = static_cast<float*>(aligned_alloc(64, (size_t)(nt * cbuf_floats) * sizeof(float)));
+  if (!cbuf_all) {
+    free(Ah);
+    throw std::bad_alloc();
+  }
 #if defined(_OPENMP)
 #pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
@@ -200,24 +234,17 @@ void bf16_gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, con
     for (int64_t rb = r0; rb < r1; ++rb) pack_row_block(A, lda, M, K, KB, rb, Ah, Al);
 #if defined(_OPENMP)
 #pragma omp barrier
+    float* cbuf = cbuf_all + omp_get_thread_num() * cbuf_floats;
+#else
+    float* cbuf = cbuf_all;
 #endif
     // Threads take contiguous panel ranges (each panel's B is read by one thread), or,
-    // with fewer panels than threads, ranges of 32-row blocks. Cache roles (L2 = 2 MiB on
-    // Sapphire Rapids): a chunk of A rows (hi + lo, <= ~1 MiB) stays in L2 while the
-    // thread's panels stream past it in groups whose B (<= ~512 KiB) is reused by every
-    // 32-row block of the chunk. Measured here, 1 thread, 512x768x2304: 195 GFLOP/s with
-    // all of A (1.5 MiB) swept per panel group, 250-420 with 1 MiB chunks (A budgets of
-    // 256 KiB - 1.5 MiB x B budgets 256 KiB - 1 MiB swept on a noisy VM: 1 MiB / 512 KiB
-    // was among the best on every GPT-2 shape).
+    // with fewer panels than threads, ranges of 32-row blocks.
     const int64_t pairs = RB / 2;
     int64_t p0 = 0, p1 = panels, q0 = 0, q1 = pairs;
     if (panels >= nt) team_share(panels, p0, p1);
     else team_share(pairs, q0, q1);
-    const int64_t row_bytes = 4 * KB * 32;  // hi + lo bf16 of one row of A
-    const int64_t chunk = imax64(1, (int64_t)(TX_AMX_A_KB << 10) / (32 * row_bytes));  // 32-row blocks per chunk
-    const int64_t group = imin64(GROUP_MAX, imax64(1, (int64_t)(TX_AMX_B_KB << 10) / (panel_elems * 2)));
     configure_tiles();
-    alignas(64) float acc[32 * 32];
     alignas(64) uint16_t tail[GROUP_MAX][16 * 2 * PW];
     for (int64_t c0 = q0; c0 < q1; c0 += chunk) {
       const int64_t c1 = imin64(c0 + chunk, q1);
@@ -230,18 +257,27 @@ void bf16_gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, con
                    (size_t)(K2 - full * 16) * 2 * PW * sizeof(uint16_t));
           }
         }
+        for (int64_t kb0 = 0; kb0 < KB; kb0 += kbs) {
+          for (int64_t q = c0; q < c1; ++q) {
+            for (int64_t p = g; p < g1; ++p) {
+              block_32x32(Ah, Al, 2 * q, KB, kb0, imin64(kb0 + kbs, KB), Wp + p * panel_elems, full, tail[p - g],
+                          cbuf + ((q - c0) * group + (p - g)) * 1024, kb0 > 0);
+            }
+          }
+        }
         for (int64_t q = c0; q < c1; ++q) {
           const int64_t i0 = 32 * q, rows = imin64(M - i0, 32);
           for (int64_t p = g; p < g1; ++p) {
-            block_32x32(Ah, Al, 2 * q, KB, Wp + p * panel_elems, full, tail[p - g], acc);
             const int64_t j0 = p * PW;
-            store_block(acc, C + i0 * ldc + j0, ldc, rows, imin64(N - j0, PW), bias ? bias + j0 : nullptr, accumulate);
+            store_block(cbuf + ((q - c0) * group + (p - g)) * 1024, C + i0 * ldc + j0, ldc, rows,
+                        imin64(N - j0, PW), bias ? bias + j0 : nullptr, accumulate);
           }
         }
       }
     }
     _tile_release();
   }
+  free(cbuf_all);
   free(Ah);
 }
 
