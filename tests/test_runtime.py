@@ -66,6 +66,26 @@ def test_tx_isa_env_picks_variant_at_import():
     assert r.returncode != 0 and "unknown ISA 'bogus'" in r.stderr
 
 
+@needs_core
+def test_amx_flag_follows_isa_and_env():
+    """AMX (bf16 pre-fill on tiles) is only ever reported on the AVX-512 variant, needs the
+    amx_bf16 CPU feature, and TX_AMX=0 turns it off at import."""
+    before = tx.get_isa()
+    try:
+        for isa in ISAS:
+            tx.set_isa(isa)
+            amx = tx.cpu_info()["amx"]
+            assert isinstance(amx, bool)
+            assert not amx or (isa == "avx512" and "amx_bf16" in tx.cpu_info()["features"])
+    finally:
+        tx.set_isa(before)
+    code = "import transformer_ext as tx; tx.set_isa('avx512') if 'avx512' in tx.supported_isas() else None; " \
+           "print(tx.cpu_info()['amx'])"
+    r = run_py(code, TX_AMX="0")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "False"
+
+
 def test_tx_backend_env_forces_numpy():
     r = run_py("import transformer_ext as tx; print(tx.get_backend())", TX_BACKEND="numpy")
     assert r.returncode == 0, r.stderr

@@ -151,3 +151,7 @@ if core is not None:
     _isa_env = os.environ.get("TX_ISA", "").strip().lower()
     if _isa_env:
         set_isa(_isa_env)
+    # TX_AMX=0: bf16 pre-packed GEMMs stay on the AVX-512 FMA path even where AMX tiles exist
+    # (results then equal the fp32 computation on bf16-rounded weights bit for bit).
+    if os.environ.get("TX_AMX", "").strip() == "0":
+        core.set_amx(False)
