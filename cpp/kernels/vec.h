@@ -5,8 +5,13 @@
 // compiled once per variant with TX_ISA_NS set, so every definition here lives in that
 // variant's namespace. vload_n/vstore_n touch only the first n lanes (n may be <= 0 or
 // >= VL); masked AVX/AVX-512 loads never fault on the masked-off lanes.
+// vmax(a, b) / vmin(a, b) return b when either is NaN (as x86 maxps/minps): clamp as
+// vmax(vset1(lo), x) to let a NaN x through. VMask is a lane mask from a comparison
+// (vlt, veq: false where NaN), vselect(m, a, b) = m ? a : b per lane.
 #pragma once
 
+#include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #if defined(__AVX2__) || defined(__AVX512F__)
@@ -38,11 +43,20 @@ TX_INLINE void vstore(float* p, V v) { _mm512_storeu_ps(p, v); }
 TX_INLINE void vstore_n(float* p, V v, int n) { _mm512_mask_storeu_ps(p, lane_mask(n), v); }
 TX_INLINE V vadd(V a, V b) { return _mm512_add_ps(a, b); }
 TX_INLINE V vfma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+TX_INLINE V vfnma(V a, V b, V c) { return _mm512_fnmadd_ps(a, b, c); }  // c − a·b
 TX_INLINE float vsum(V v) { return _mm512_reduce_add_ps(v); }  // a fixed shuffle tree
 TX_INLINE V vsub(V a, V b) { return _mm512_sub_ps(a, b); }
 TX_INLINE V vmul(V a, V b) { return _mm512_mul_ps(a, b); }
 TX_INLINE V vmax(V a, V b) { return _mm512_max_ps(a, b); }
 TX_INLINE float vhmax(V v) { return _mm512_reduce_max_ps(v); }
+TX_INLINE V vmin(V a, V b) { return _mm512_min_ps(a, b); }
+TX_INLINE V vdiv(V a, V b) { return _mm512_div_ps(a, b); }
+TX_INLINE V vabs(V a) { return _mm512_abs_ps(a); }
+TX_INLINE V vxor(V a, V b) { return _mm512_xor_ps(a, b); }
+typedef __mmask16 VMask;  // lane mask of a comparison (ordered: false for NaN lanes)
+TX_INLINE VMask vlt(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
+TX_INLINE VMask veq(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ); }
+TX_INLINE V vselect(VMask m, V a, V b) { return _mm512_mask_blend_ps(m, b, a); }  // m ? a : b
 
 #elif defined(__AVX2__)
 typedef __m256 V;
@@ -58,6 +72,7 @@ TX_INLINE void vstore(float* p, V v) { _mm256_storeu_ps(p, v); }
 TX_INLINE void vstore_n(float* p, V v, int n) { _mm256_maskstore_ps(p, lane_mask(n), v); }
 TX_INLINE V vadd(V a, V b) { return _mm256_add_ps(a, b); }
 TX_INLINE V vfma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+TX_INLINE V vfnma(V a, V b, V c) { return _mm256_fnmadd_ps(a, b, c); }  // c − a·b
 TX_INLINE float vsum(V v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -73,6 +88,14 @@ TX_INLINE float vhmax(V v) {
   m = _mm_max_ss(m, _mm_movehdup_ps(m));
   return _mm_cvtss_f32(m);
 }
+TX_INLINE V vmin(V a, V b) { return _mm256_min_ps(a, b); }
+TX_INLINE V vdiv(V a, V b) { return _mm256_div_ps(a, b); }
+TX_INLINE V vabs(V a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a); }
+TX_INLINE V vxor(V a, V b) { return _mm256_xor_ps(a, b); }
+typedef __m256 VMask;  // lane mask of a comparison: all-ones / zero lanes (false for NaN)
+TX_INLINE VMask vlt(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_LT_OQ); }
+TX_INLINE VMask veq(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_EQ_OQ); }
+TX_INLINE V vselect(VMask m, V a, V b) { return _mm256_blendv_ps(b, a, m); }  // m ? a : b
 
 #elif defined(__GNUC__)
 // Portable (GCC/Clang): generic 4-float vectors, lowered to SSE2, NEON, ... or scalar
@@ -98,6 +121,7 @@ TX_INLINE void vstore_n(float* p, V v, int n) {
 }
 TX_INLINE V vadd(V a, V b) { return a + b; }
 TX_INLINE V vfma(V a, V b, V c) { return a * b + c; }  // separate mul+add without FMA hardware
+TX_INLINE V vfnma(V a, V b, V c) { return c - a * b; }
 TX_INLINE float vsum(V v) { return (v[0] + v[1]) + (v[2] + v[3]); }
 TX_INLINE V vsub(V a, V b) { return a - b; }
 TX_INLINE V vmul(V a, V b) { return a * b; }
@@ -109,6 +133,20 @@ TX_INLINE V vmax(V a, V b) {
 TX_INLINE float vhmax(V v) {
   const float a = v[0] > v[1] ? v[0] : v[1], b = v[2] > v[3] ? v[2] : v[3];
   return a > b ? a : b;
+}
+TX_INLINE V vmin(V a, V b) {
+  V r;
+  for (int l = 0; l < VL; ++l) r[l] = a[l] < b[l] ? a[l] : b[l];
+  return r;
+}
+TX_INLINE V vdiv(V a, V b) { return a / b; }
+typedef int32_t VMask __attribute__((vector_size(16)));  // lane mask -1 / 0; also lane bits
+TX_INLINE V vabs(V a) { return (V)((VMask)a & 0x7fffffff); }
+TX_INLINE V vxor(V a, V b) { return (V)((VMask)a ^ (VMask)b); }
+TX_INLINE VMask vlt(V a, V b) { return a < b; }
+TX_INLINE VMask veq(V a, V b) { return a == b; }
+TX_INLINE V vselect(VMask m, V a, V b) {  // m ? a : b
+  return (V)((m & (VMask)a) | (~m & (VMask)b));
 }
 
 #else
@@ -153,6 +191,11 @@ TX_INLINE V vfma(V a, V b, V c) {
   for (int l = 0; l < VL; ++l) r.f[l] = a.f[l] * b.f[l] + c.f[l];
   return r;
 }
+TX_INLINE V vfnma(V a, V b, V c) {
+  V r;
+  for (int l = 0; l < VL; ++l) r.f[l] = c.f[l] - a.f[l] * b.f[l];
+  return r;
+}
 TX_INLINE float vsum(V v) { return (v.f[0] + v.f[1]) + (v.f[2] + v.f[3]); }
 TX_INLINE V vsub(V a, V b) {
   V r;
@@ -172,6 +215,50 @@ TX_INLINE V vmax(V a, V b) {
 TX_INLINE float vhmax(V v) {
   const float a = v.f[0] > v.f[1] ? v.f[0] : v.f[1], b = v.f[2] > v.f[3] ? v.f[2] : v.f[3];
   return a > b ? a : b;
+}
+TX_INLINE V vmin(V a, V b) {
+  V r;
+  for (int l = 0; l < VL; ++l) r.f[l] = a.f[l] < b.f[l] ? a.f[l] : b.f[l];
+  return r;
+}
+TX_INLINE V vdiv(V a, V b) {
+  V r;
+  for (int l = 0; l < VL; ++l) r.f[l] = a.f[l] / b.f[l];
+  return r;
+}
+TX_INLINE V vabs(V a) {
+  V r;
+  for (int l = 0; l < VL; ++l) r.f[l] = fabsf(a.f[l]);
+  return r;
+}
+TX_INLINE V vxor(V a, V b) {
+  V r;
+  for (int l = 0; l < VL; ++l) {
+    uint32_t u, w;
+    memcpy(&u, &a.f[l], 4);
+    memcpy(&w, &b.f[l], 4);
+    u ^= w;
+    memcpy(&r.f[l], &u, 4);
+  }
+  return r;
+}
+struct VMask {
+  bool b[4];
+};
+TX_INLINE VMask vlt(V a, V b) {
+  VMask m;
+  for (int l = 0; l < VL; ++l) m.b[l] = a.f[l] < b.f[l];
+  return m;
+}
+TX_INLINE VMask veq(V a, V b) {
+  VMask m;
+  for (int l = 0; l < VL; ++l) m.b[l] = a.f[l] == b.f[l];
+  return m;
+}
+TX_INLINE V vselect(VMask m, V a, V b) {
+  V r;
+  for (int l = 0; l < VL; ++l) r.f[l] = m.b[l] ? a.f[l] : b.f[l];
+  return r;
 }
 
 #endif

@@ -1,32 +1,42 @@
-// Vectorisable float math for kernel files: tx_exp, tx_tanh, tx_erf, tx_erfc (plus the
-// helpers tx_select / tx_abs and streaming stores for large outputs).
+// Vectorisable float math for kernel files. Scalar forms: tx_exp (for `omp simd` loops,
+// e.g. cross entropy) and the helper tx_select; vector forms on vec.h's V, what the
+// element-wise kernels call: vexp (vexp_le89 for arguments known to be <= 89), vtanh,
+// verf, verfc, vrecip; plus streaming stores for large outputs.
 //
-// Why not expf/tanhf/erff: libm calls do not vectorise inside `#pragma omp simd` loops
-// (no vector libm is linked), and they cost 10-20 ns each. These are branch-free
-// (range reduction + polynomial, bit tricks through memcpy, selects instead of ifs), so
-// GCC turns a loop over them into AVX-512 / AVX2 / SSE2 code under each variant's flags.
-// In such loops write selects as tx_select(c, a, b), not `c ? a : b` on floats: GCC 12
-// does not if-convert the latter for SSE2/AVX2 (-ftrapping-math) and leaves the loop scalar.
+// Why not expf/tanhf/erff: libm calls do not vectorise (no vector libm is linked), and
+// they cost 10-20 ns each. These are branch-free: range reduction + polynomial, selects
+// instead of ifs. The scalar form uses bit tricks through memcpy so that GCC turns a loop
+// over it into AVX-512 / AVX2 / SSE2 code under each variant's flags; in such loops write
+// selects as tx_select(c, a, b), not `c ? a : b` on floats: GCC 12 does not if-convert the
+// latter for SSE2/AVX2 (-ftrapping-math) and leaves the loop scalar. The vector forms are
+// written on V so that each ISA can use its own instructions where GCC would not:
+// AVX-512 applies exp's 2^n with one scalef and replaces divisions by rcp14 + one Newton
+// step (a vdivps zmm issues only every ~10-16 cycles on recent Intel cores: about what
+// the whole rest of a GELU vector costs). GELU / softmax measured 1.3-1.6x faster
+// (AVX-512, 1 thread, data in L2, 2026-11-22) than as `omp simd` loops over scalar forms
+// with a true division. The portable V evaluates exp per lane with tx_exp only under
+// compilers without GCC vector extensions.
 // All helpers are `static inline` = internal linkage: each ISA variant keeps its own copy
 // (see tx/dispatch.h).
 //
-// Special values (IEEE): tx_exp(-inf) = 0, tx_exp(+inf) = +inf, NaN -> NaN, results below
-// half the smallest subnormal round to 0, above FLT_MAX to +inf, subnormal results are
-// correctly scaled (one rounding). tx_tanh(±inf) = ±1, tx_erf(±inf) = ±1, tx_erfc(+inf) = 0,
-// tx_erfc(-inf) = 2, NaN -> NaN; tanh and erf are exactly odd (sign of ±0 kept).
+// Special values (IEEE): exp(-inf) = 0, exp(+inf) = +inf, NaN -> NaN, results below half
+// the smallest subnormal round to 0, above FLT_MAX to +inf, subnormal results are
+// correctly scaled (one rounding). tanh(±inf) = ±1, erf(±inf) = ±1, erfc(+inf) = 0,
+// erfc(-inf) = 2, NaN -> NaN; tanh and erf are exactly odd (sign of ±0 kept).
 //
-// Accuracy, MEASURED over every float32 input (all 2^32 bit patterns; scalar and AVX-512
-// variants exhaustively, AVX2 on every 7th pattern), error = |f(x) − ref| / ulp(ref) with
-// ref = the float64 libm value and ulp the spacing of float32 at ref:
-//   tx_exp : max 1.01 ulp  (scalar 0.99, AVX-512 1.01)
-//   tx_tanh: max 1.33 ulp
-//   tx_erf : max 1.56 ulp  (scalar 1.56, AVX-512 1.39; worst just above |x| = 1)
-//   tx_erfc: max 5.3 ulp for x < 1 (1 − erf cancels as x -> 1); for x >= 1 the relative
-//            error is <= (3 + 1.2·x²)·2^-23 (max ratio 0.97 to this bound; ~4e-7 at x = 1,
-//            ~1.5e-5 at x = 10 where erfc ~ 2e-45 underflows anyway)
+// Accuracy, MEASURED over float32 inputs (AVX-512 on all 2^32 bit patterns, the scalar
+// variant on every 2nd, AVX2 on every 7th), error = |f(x) − ref| / ulp(ref) with ref =
+// the float64 libm value and ulp the spacing of float32 at ref:
+//   exp : max 0.99 ulp  (AVX-512 = AVX2 0.90, bit-identical; scalar (no FMA) 0.98)
+//   tanh: max 1.22 ulp  (AVX-512 1.13, AVX2 1.13, scalar 1.22)
+//   erf : max 1.43 ulp  (AVX-512 1.39, AVX2 1.36, scalar 1.42; worst just above |x| = 1)
+//   erfc: max 5.2 ulp for x < 1 (1 − erf cancels as x -> 1; AVX-512 4.0, scalar 5.13); for
+//         x >= 1 the relative error is <= (3 + 1.2·x²)·2^-23 (max ratio 0.86 to this
+//         bound; ~4e-7 at x = 1, ~1.5e-5 at x = 10 where erfc ~ 2e-45 underflows anyway)
 // tests/test_vmath.py holds these bounds under every ISA on a dense sweep + edge values
-// (np.exp / np.tanh / math.erf / math.erfc in float64). The variants differ only in FMA
-// contraction (AVX2/AVX-512 fuse a*b+c), hence the slightly different maxima.
+// (np.exp / np.tanh / math.erf / math.erfc in float64). The variants differ in FMA
+// contraction (AVX2/AVX-512 fuse a*b+c) and in vrecip (a true division except on
+// AVX-512), hence the slightly different maxima.
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -46,23 +56,24 @@ static inline uint32_t tx_float_to_bits(float f) {
   std::memcpy(&u, &f, sizeof u);
   return u;
 }
-static inline float tx_abs(float x) { return tx_bits_to_float(tx_float_to_bits(x) & 0x7fffffffu); }
 // c ? a : b as bit operations. A plain `?:` between floats is not if-converted by GCC 12
 // for SSE2/AVX2 under the default -ftrapping-math, which would leave the loop scalar.
 static inline float tx_select(bool c, float a, float b) {
   uint32_t m = 0u - (uint32_t)c;
   return tx_bits_to_float((tx_float_to_bits(a) & m) | (tx_float_to_bits(b) & ~m));
 }
-// |mag| with the sign of s (mag must be non-negative).
-static inline float tx_with_sign(float mag, float s) {
-  return tx_bits_to_float(tx_float_to_bits(mag) | (tx_float_to_bits(s) & 0x80000000u));
-}
-
 // exp(x) = 2^n · exp(r), n = round(x/ln2), r = x − n·ln2 (Cody–Waite: ln2 split in a
 // 9-bit-exact high part and a low part, so n·ln2_hi is exact), exp(r) on |r| <= ln2/2 by
-// the Cephes expf polynomial 1 + r + r²·P(r). 2^n is applied as two exact power-of-two
+// a degree-6 polynomial 1 + r + c2·r² + ... + c6·r⁶ in Horner form (6 multiply-adds):
+// a relative-error minimax fit with c0 = c1 = 1 exact and each c_k rounded to float32
+// before refitting the higher ones, max relative error 3.1e-9 = 0.05·2^-24 in exact
+// arithmetic on |r| <= 0.3467. 2^n is applied as two exact power-of-two
 // factors 2^(n/2)·2^(n−n/2) so that subnormal and overflowing results get one correct
 // rounding and ±inf fall out without a branch.
+static const int kExpPolyLen = 7;
+static const float kExpPoly[kExpPolyLen] = {1.3820744e-3f, 8.368676e-3f, 4.1668266e-2f, 0.16666521f,
+                                            0.49999994f, 1.0f, 1.0f};  // c6 .. c0
+const float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f, kLog2e = 1.44269504088896341f;
 static inline float tx_exp(float x) {
   // Clamp (NaN compares false and passes through): below -104 the result is < 2^-150 -> 0,
   // above 89 it is > 2^128 -> inf; the clamp keeps n within [-150, 129].
@@ -70,17 +81,18 @@ static inline float tx_exp(float x) {
   x = tx_select(x > 89.0f, 89.0f, x);
   // n = round-to-nearest(x·log2 e) with the 1.5·2^23 shifter: its low mantissa bits hold n.
   const float shifter = 12582912.0f;
-  float t = x * 1.44269504088896341f + shifter;
+  float t = x * kLog2e + shifter;
   float n = t - shifter;
-  float r = x - n * 0.693359375f;  // ln2_hi, exact product
-  r = r - n * -2.12194440e-4f;     // ln2_lo
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * (r * r) + r + 1.0f;
+  float r = x - n * kLn2Hi;  // exact product
+  r = r - n * kLn2Lo;
+#if defined(__FP_FAST_FMAF)  // Horner to the end, every step one fused multiply-add
+  float p = kExpPoly[0];
+  for (int k = 1; k < kExpPolyLen; ++k) p = p * r + kExpPoly[k];
+#else  // separate roundings: (r + r²·Q(r)) + 1 keeps them off the leading terms (0.98 vs 1.15 ulp)
+  float q = kExpPoly[0];
+  for (int k = 1; k < kExpPolyLen - 2; ++k) q = q * r + kExpPoly[k];
+  float p = (q * (r * r) + r) + 1.0f;
+#endif
   int32_t ni = (int32_t)(tx_float_to_bits(t) - tx_float_to_bits(shifter));  // n, exact
   int32_t n1 = ni >> 1;                                                       // floor(n/2)
   int32_t n2 = ni - n1;
@@ -90,71 +102,33 @@ static inline float tx_exp(float x) {
   return (p * s1) * s2;  // p·s1 is exact (normal), the second product rounds once
 }
 
-// tanh(x): |x| < 0.625 by the Cephes tanhf odd polynomial x + x³·P(x²) (no cancellation
-// near 0); otherwise tanh|x| = 1 − 2/(exp(2|x|) + 1), which has lost < 1 bit there and
-// saturates to 1 when exp overflows (|x| >= 44.4). Both are computed and selected.
-static inline float tx_tanh(float x) {
-  float a = tx_abs(x);
-  float z = x * x;
-  float p = -5.70498872745e-3f;
-  p = p * z + 2.06390887954e-2f;
-  p = p * z - 5.37397155531e-2f;
-  p = p * z + 1.33314422036e-1f;
-  p = p * z - 3.33332819422e-1f;
-  float small = (p * z) * a + a;
-  float e = tx_exp(2.0f * a);
-  float big = 1.0f - 2.0f / (e + 1.0f);
-  float m = tx_select(a < 0.625f, small, big);  // NaN: a < 0.625 is false, big is NaN
-  return tx_with_sign(m, x);
-}
+// tanh(x): |x| < 0.8 by an odd polynomial x + x³·P(x²), P of degree 5 in x² (a relative-
+// error minimax fit on [0, 0.8], coefficients rounded to float32 one at a time: 3.8e-9 =
+// 0.06·2^-24 in exact arithmetic; no cancellation near 0); otherwise tanh|x| =
+// 1 − 2e/(1 + e), e = exp(−2|x|) in (0, 0.21] (1 + e never overflows; saturates to 1 as
+// e underflows). The threshold is 0.8, not Cephes' 0.625, because the second form
+// amplifies exp's error by 2e/((1 + e)²·tanh): 0.62 at 0.625 (1.36 ulp overall) but 0.42
+// at 0.8. Both are computed and selected: vtanh below.
+static const int kTanhLen = 6;
+static const float kTanh[kTanhLen] = {0.0015870444f, -0.0074141766f, 0.021306528f,
+                                      -0.053853597f, 0.13332242f, -0.333333f};  // P, highest first
 
 // erf(x): for |x| < 1, erf(x) = x + x·P(x²) with P a degree-6 least-squares (Chebyshev-node)
 // fit of erf(√u)/√u − 1 on u in [0, 1] (relative error 1.2e-9); for |x| >= 1,
 // erf|x| = 1 − erfc|x| with erfc(z) = t·exp(−z² − 1.26551223 + t·Q(t)), t = 1/(1 + z/2)
 // (Numerical Recipes' Chebyshev fit: relative error 1.2e-7 in exact arithmetic, ~4e-7
-// evaluated in float32; erfc <= 0.16 there, so erf = 1 − erfc loses < 1 ulp to it). Saturates to exactly ±1 for large |x| (exp underflows to 0).
-static inline float tx_erf_small_(float a, float u) {  // erf(a) for |a| < 1, u = a²
-  float p = 7.84725926e-5f;
-  p = p * u - 8.00818903e-4f;
-  p = p * u + 5.18809911e-3f;
-  p = p * u - 0.0268536918f;
-  p = p * u + 0.112835824f;
-  p = p * u - 0.376126260f;
-  p = p * u + 0.128379166f;  // 2/√π − 1: the leading term a·1 is exact, so the
-  return a + a * p;          // polynomial's rounding shrinks 8× relative to the result
-}
-static inline float tx_erfc_big_(float a, float u) {  // erfc(a) for a >= 1 (any a >= 0 ok), u = a²
-  float t = 1.0f / (1.0f + 0.5f * a);
-  float q = 0.17087277f;
-  q = q * t - 0.82215223f;
-  q = q * t + 1.48851587f;
-  q = q * t - 1.13520398f;
-  q = q * t + 0.27886807f;
-  q = q * t - 0.18628806f;
-  q = q * t + 0.09678418f;
-  q = q * t + 0.37409196f;
-  q = q * t + 1.00002368f;
-  q = q * t - 1.26551223f;
-  return t * tx_exp(q - u);  // a = inf: t = 0, exp(-inf) = 0 -> 0
-}
-static inline float tx_erf(float x) {
-  float a = tx_abs(x);
-  float u = x * x;
-  float m = tx_select(a < 1.0f, tx_erf_small_(a, u), 1.0f - tx_erfc_big_(a, u));
-  return tx_with_sign(m, x);  // NaN: a < 1 is false and the erfc branch is NaN
-}
-
-// erfc(x) = 1 − erf(x) without cancellation in the right tail: x >= 1 uses the erfc fit
-// directly (relative error <= (3 + 1.2·x²)·2^-23: the float32 Horner sum and the rounding
-// of x² inside exp), −1 < x < 1 is 1 − erf(x), x <= −1 is 2 − erfc|x|. Used for the exact
-// GELU's Φ(x) = erfc(−x/√2)/2, which so keeps relative accuracy for x << 0.
-static inline float tx_erfc(float x) {
-  float a = tx_abs(x);
-  float u = x * x;
-  float big = tx_erfc_big_(a, u);
-  float tail = tx_select(x < 0.0f, 2.0f - big, big);
-  return tx_select(a < 1.0f, 1.0f - tx_erf_small_(x, u), tail);
-}
+// evaluated in float32; erfc <= 0.16 there, so erf = 1 − erfc loses < 1 ulp to it).
+// Saturates to exactly ±1 for large |x| (exp underflows to 0). The code is verf / verfc
+// below (vector forms only: the kernels call them on vec.h's V).
+static const int kErfSmallLen = 7;
+static const float kErfSmall[kErfSmallLen] = {  // P(u), highest power first
+    7.84725926e-5f, -8.00818903e-4f, 5.18809911e-3f, -0.0268536918f, 0.112835824f, -0.376126260f,
+    0.128379166f};  // the last is 2/√π − 1: the leading term x·1 is exact, so the
+                    // polynomial's rounding shrinks 8× relative to the result
+static const int kErfcBigLen = 10;
+static const float kErfcBig[kErfcBigLen] = {  // −1.26551223 + t·Q(t), highest power first
+    0.17087277f, -0.82215223f, 1.48851587f, -1.13520398f, 0.27886807f, -0.18628806f,
+    0.09678418f, 0.37409196f, 1.00002368f, -1.26551223f};
 
 // ---- streaming (non-temporal) stores for large outputs ----
 // A plain store to memory that is not cached first reads the line (read-for-ownership),
@@ -191,3 +165,108 @@ static inline void tx_stream_fence() {
 }
 
 }  // namespace
+
+// ---- vector forms on vec.h's V: what the kernels' element-wise loops call ----
+// (Why on V rather than `omp simd` over scalar forms: see the top of this file.)
+#include "vec.h"
+
+namespace tx {
+namespace TX_ISA_NS {
+
+// c[0]·x^(len−1) + ... + c[len−1] (Horner, one multiply-add per coefficient).
+TX_INLINE V vpoly(V x, const float* c, int len) {
+  V p = vset1(c[0]);
+  for (int k = 1; k < len; ++k) p = vfma(p, x, vset1(c[k]));
+  return p;
+}
+
+// exp(x) for x <= 89 or NaN (all the kernels' arguments are <= 0: they skip the upper
+// clamp, one instruction of ~16). tx_exp's algorithm and operation order, so every
+// variant's vexp gives the same bits as its tx_exp, and AVX2 the same as AVX-512.
+#if defined(__AVX512F__) || defined(__GNUC__)
+TX_INLINE V vexp_le89(V x) {
+  x = vmax(vset1(-104.0f), x);  // as tx_exp; NaN passes (vmax returns x)
+  const V shifter = vset1(12582912.0f);
+  const V t = vfma(x, vset1(kLog2e), shifter);
+  const V n = vsub(t, shifter);
+  V r = vfnma(n, vset1(kLn2Hi), x);
+  r = vfnma(n, vset1(kLn2Lo), r);
+#if defined(__FP_FAST_FMAF)  // as tx_exp
+  const V p = vpoly(r, kExpPoly, kExpPolyLen);
+#else
+  const V p = vadd(vfma(vpoly(r, kExpPoly, kExpPolyLen - 2), vmul(r, r), r), vset1(1.0f));
+#endif
+#if defined(__AVX512F__)
+  return _mm512_scalef_ps(p, n);  // p·2^n rounded once: subnormals, 0 and inf included
+#else
+  // 2^n as two exact power-of-two factors, as tx_exp (GCC/Clang vector extensions on
+  // __m256 or the portable V: integer lanes by bit casts)
+  typedef int32_t VI __attribute__((vector_size(sizeof(V))));
+  const VI ni = (VI)t - (VI)shifter;
+  const VI n1 = ni >> 1, n2 = ni - n1;
+  return vmul(vmul(p, (V)((n1 + 127) << 23)), (V)((n2 + 127) << 23));
+#endif
+}
+#else
+TX_INLINE V vexp_le89(V x) {  // other compilers: tx_exp per lane
+  float b[VL];
+  vstore(b, x);
+  for (int l = 0; l < VL; ++l) b[l] = tx_exp(b[l]);
+  return vload(b);
+}
+#endif
+TX_INLINE V vexp(V x) { return vexp_le89(vmin(vset1(89.0f), x)); }  // NaN passes
+
+// 1/d for 1 <= d <= 9 (the callers' range; any finite d with a normal reciprocal works).
+// AVX-512: rcp14 (relative error < 2^-14) and one Newton step r + r·(1 − d·r) (error
+// squared, ~2^-28, then one rounding: max 0.53 ulp over every float d in [1, 10));
+// elsewhere a true division (AVX2's vdivps ymm is cheap enough, its rcpps too coarse).
+TX_INLINE V vrecip(V d) {
+#if defined(__AVX512F__)
+  const V r = _mm512_rcp14_ps(d);
+  return vfma(r, vfnma(d, r, vset1(1.0f)), r);
+#else
+  return vdiv(vset1(1.0f), d);
+#endif
+}
+
+// erf(a) for |a| < 1 (odd in a), u = a².
+TX_INLINE V verf_small(V a, V u) { return vfma(a, vpoly(u, kErfSmall, kErfSmallLen), a); }
+
+// erfc(a) for a >= 0, u = a² (relative error: see verfc for a >= 1; < 4·2^-23 measured
+// for every float a < 1, where verfc prefers 1 − erf for ulps). a is clamped to 16 for
+// t = 1/(1 + a/2) (keeps vrecip in range; erfc(16) ~ 1e-113 underflows to 0 anyway
+// through exp(−u)); a = inf: exp(−inf) = 0 -> 0; NaN passes the clamp.
+TX_INLINE V verfc_big(V a, V u) {
+  const V t = vrecip(vfma(vmin(vset1(16.0f), a), vset1(0.5f), vset1(1.0f)));
+  return vmul(t, vexp_le89(vsub(vpoly(t, kErfcBig, kErfcBigLen), u)));  // argument < 0
+}
+
+TX_INLINE V vtanh(V x) {
+  const V a = vabs(x), z = vmul(x, x), one = vset1(1.0f);
+  const V small = vfma(vmul(vpoly(z, kTanh, kTanhLen), z), a, a);
+  const V e = vexp_le89(vmul(vset1(-2.0f), a));
+  const V big = vfnma(vadd(e, e), vrecip(vadd(one, e)), one);
+  const V m = vselect(vlt(a, vset1(0.8f)), small, big);  // NaN: big is NaN
+  return vxor(m, vxor(x, a));                              // sign of x (see verf)
+}
+
+TX_INLINE V verf(V x) {
+  const V a = vabs(x), u = vmul(x, x), one = vset1(1.0f);
+  const V m = vselect(vlt(a, one), verf_small(a, u), vsub(one, verfc_big(a, u)));
+  return vxor(m, vxor(x, a));  // sign of x (x ^ |x| is its sign bit): odd, ±0 kept;
+}                              // NaN: a < 1 is false and the erfc branch is NaN
+
+// erfc(x) = 1 − erf(x) without cancellation in the right tail: x >= 1 uses the erfc fit
+// directly (relative error <= (3 + 1.2·x²)·2^-23: the float32 Horner sum and the rounding
+// of x² inside exp), −1 < x < 1 is 1 − erf(x), x <= −1 is 2 − erfc|x|. (The exact GELU
+// calls verfc_big directly, see activation.cpp.)
+TX_INLINE V verfc(V x) {
+  const V a = vabs(x), u = vmul(x, x), one = vset1(1.0f);
+  const V big = verfc_big(a, u);
+  const V tail = vselect(vlt(x, vzero()), vsub(vset1(2.0f), big), big);
+  return vselect(vlt(a, one), vsub(one, verf_small(x, u)), tail);
+}
+
+}  // namespace TX_ISA_NS
+}  // namespace tx
