@@ -1,12 +1,14 @@
 """The benchmark harness runs and its probes compute what they claim (no timings asserted)."""
+import importlib.util
 import json
+import pathlib
 
 import numpy as np
 import pytest
 
 import transformer_ext as tx
-from transformer_ext import cli
-from conftest import needs_core
+from transformer_ext import bench, cli
+from conftest import HAS_CORE, needs_core
 
 
 @needs_core
@@ -28,6 +30,51 @@ def test_bench_quick_smoke(tmp_path, capsys):
     assert cli.main(["bench", "--quick", "--ops", "softmax", "--threads", "1", "--repeats", "1",
                      "--json", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "softmax" in text and "peaks" in text
+    assert "softmax [new]" in text and "softmax [out=]" in text and "peaks" in text
     data = json.loads(out.read_text())
-    assert data  # machine info, peaks and timings were written
+    assert [r["name"] for r in data["results"]] == ["softmax [new]", "softmax [out=]"]
+    assert all(r["cpp"]["status"] == "ok" for r in data["results"])
+
+
+OUT_OPS = ("softmax", "layer_norm", "gelu")
+
+
+def out_pairs(quick=True):
+    """(new-output case, out= case) pairs of the benchmark table, in order."""
+    cases = [c for c in bench.build_cases(quick) if c.op in OUT_OPS]
+    pairs = list(zip(cases[::2], cases[1::2]))
+    assert pairs and all(a.name.endswith("[new]") and b.name == a.name[:-5] + "[out=]" and a.args[:-1] == b.args[:-1]
+                         for a, b in pairs)
+    return pairs
+
+
+def first(r):
+    return r[0] if isinstance(r, tuple) else r
+
+
+@pytest.mark.parametrize("backend", ["cpp", "numpy"])
+def test_bench_out_rows_compute_what_new_rows_do(backend):
+    if backend == "cpp" and not HAS_CORE:
+        pytest.skip("compiled core not available")
+    with tx.use_backend(backend):
+        for new, out in out_pairs():
+            a = first(new.setup(np.random.default_rng(0), *new.args)())
+            f = out.setup(np.random.default_rng(0), *out.args)
+            b = first(f())
+            np.testing.assert_array_equal(a, b, err_msg=out.name)
+            assert first(f()) is b, out.name  # the same preallocated output on every call
+
+
+def test_bench_ops_torch_out_rows_compute_what_new_rows_do():
+    torch = pytest.importorskip("torch")
+    path = pathlib.Path(__file__).parents[1] / "benchmarks" / "bench_ops.py"
+    spec = importlib.util.spec_from_file_location("bench_ops", path)
+    bench_ops = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_ops)
+    setups = bench_ops.torch_setups(torch)
+    for new, out in out_pairs():
+        a = first(setups[new.setup](np.random.default_rng(0), *new.args)())
+        f = setups[out.setup](np.random.default_rng(0), *out.args)
+        b = first(f())
+        torch.testing.assert_close(b, a, rtol=0, atol=0, msg=out.name)  # the same torch kernel either way
+        assert first(f()).data_ptr() == b.data_ptr(), out.name

@@ -478,3 +478,151 @@ def test_torch_parity(isa, rng):
     np.testing.assert_allclose(ops.layer_norm(x, g, b),
                                F.layer_norm(t, (257,), torch.from_numpy(g), torch.from_numpy(b)).numpy(),
                                rtol=1e-5, atol=1e-5)
+
+
+# ============================================================================ out=
+def out_cases(rng, rows=6, n=129):
+    """(name, call(out) -> result, the output's shape): every op taking out=, on one set of
+    inputs. The result is dx / y, or a tuple whose first entry is (layer norm)."""
+    x, dy = randn(rng, rows, n, scale=3.0), randn(rng, rows, n)
+    g, b = randn(rng, n), randn(rng, n)
+    y = ops.softmax(x)
+    _, stats = ops.layer_norm(x, g, b, return_saved=True)
+    return [
+        ("softmax", lambda out: ops.softmax(x, out=out)),
+        ("softmax_backward", lambda out: ops.softmax_backward(dy, x, y, out=out)),
+        ("softmax_backward(saved=None)", lambda out: ops.softmax_backward(dy, x, out=out)),
+        ("layer_norm", lambda out: ops.layer_norm(x, g, b, return_saved=True, out=out)),
+        ("layer_norm_backward", lambda out: ops.layer_norm_backward(dy, x, g, b, stats, out=out)),
+        ("layer_norm_backward(saved=None)", lambda out: ops.layer_norm_backward(dy, x, g, b, out=out)),
+        ("gelu tanh", lambda out: ops.gelu(x, out=out)),
+        ("gelu none", lambda out: ops.gelu(x, approximate="none", out=out)),
+        ("gelu_backward tanh", lambda out: ops.gelu_backward(dy, x, out=out)),
+        ("gelu_backward none", lambda out: ops.gelu_backward(dy, x, approximate="none", out=out)),
+        ("relu", lambda out: ops.relu(x, out=out)),
+        ("relu_backward", lambda out: ops.relu_backward(dy, x, out=out)),
+    ], x.shape
+
+
+def check_out_equals_new(cases, shape, dtype=np.float32):
+    for name, call in cases:
+        new = call(None)
+        out = np.full(shape, np.nan, dtype)  # every element must be overwritten
+        got = call(out)
+        if isinstance(new, tuple):  # layer norm: (y, (mean, rstd)) or (dx, dgamma, dbeta)
+            assert got[0] is out, name
+            for a, c in zip(new[1:], got[1:]):
+                np.testing.assert_array_equal(a, c, err_msg=name)
+            new = new[0]
+        else:
+            assert got is out, name
+        np.testing.assert_array_equal(out, new, err_msg=name)
+
+
+@pytest.mark.parametrize("rows, n", [(6, 129), (2900, 768)])  # 2900x768: layer norm's streaming stores
+def test_out_matches_new_output_bit_for_bit(isa, rng, rows, n):
+    cases, shape = out_cases(rng, rows, n)
+    check_out_equals_new(cases, shape)
+    x = randn(rng, 2, 3, 17)
+    y, saved = ops.softmax(x, return_saved=True, out=np.empty_like(x))
+    assert saved is y  # the backward reads the probabilities from out
+    assert ops.gelu(np.float32(0.5), out=np.empty((), np.float32)).shape == ()
+    e = np.zeros((0, 5), np.float32)
+    assert ops.softmax(e, out=np.empty_like(e)).shape == (0, 5)
+
+
+def test_out_in_place(isa, rng):
+    for name, f in [("softmax", ops.softmax), ("gelu tanh", ops.gelu),
+                    ("gelu none", lambda x, out=None: ops.gelu(x, approximate="none", out=out)),
+                    ("relu", ops.relu)]:
+        x = randn(rng, 5, 300, scale=3.0)
+        want = f(x)
+        got = f(x, out=x)
+        assert got is x, name
+        np.testing.assert_array_equal(x, want, err_msg=name)
+        # the same memory seen through another view object is in place too
+        buf = randn(rng, 5, 300, scale=3.0)
+        want = f(buf[1:4])
+        view = buf[1:4]
+        assert f(view, out=buf[1:4]).base is buf
+        np.testing.assert_array_equal(view, want, err_msg=name)
+
+
+def test_out_bad(isa):
+    x = np.ones((4, 8), np.float32)
+    g, b = np.ones(8, np.float32), np.zeros(8, np.float32)
+    calls = {
+        "softmax": lambda out: ops.softmax(x, out=out),
+        "softmax_backward": lambda out: ops.softmax_backward(x, x, out=out),
+        "layer_norm": lambda out: ops.layer_norm(x, g, b, out=out),
+        "layer_norm_backward": lambda out: ops.layer_norm_backward(x, x, g, b, out=out),
+        "gelu": lambda out: ops.gelu(x, out=out),
+        "gelu_backward": lambda out: ops.gelu_backward(x, x, out=out),
+        "relu": lambda out: ops.relu(x, out=out),
+        "relu_backward": lambda out: ops.relu_backward(x, x, out=out),
+    }
+    for name, call in calls.items():
+        op = rf"ops\.{name}: argument 'out'"
+        with pytest.raises(ValueError, match=op + r" must have the result's shape \(4, 8\), got \(4, 7\)"):
+            call(np.empty((4, 7), np.float32))
+        with pytest.raises(ValueError, match=op + r" must have the result's shape \(4, 8\), got \(32,\)"):
+            call(np.empty(32, np.float32))
+        with pytest.raises(TypeError, match=op + r" has dtype float64; the result is float32 with shape \(4, 8\)"):
+            call(np.empty((4, 8)))
+        with pytest.raises(TypeError, match=op + r" must be a numpy.ndarray, got list"):
+            call([[0.0] * 8] * 4)
+        with pytest.raises(ValueError, match=op + r" must be C-contiguous .* got strides \(64, 8\)"):
+            call(np.empty((4, 16), np.float32)[:, ::2])
+        with pytest.raises(ValueError, match=op + r" must be C-contiguous .* got strides \(4, 16\)"):
+            call(np.empty((8, 4), np.float32).T)
+        ro = np.empty((4, 8), np.float32)
+        ro.flags.writeable = False
+        with pytest.raises(ValueError, match=op + " is read-only"):
+            call(ro)
+    # Overlap with an input, other than forward softmax / GELU / ReLU writing exactly over x.
+    buf = np.arange(48, dtype=np.float32) / 48
+    xs, shifted = buf[:32].reshape(4, 8), buf[8:40].reshape(4, 8)  # rows 1..3 of xs are rows 0..2 of shifted
+    before = buf.copy()
+    for name, call, msg in [
+        ("softmax", lambda: ops.softmax(xs, out=shifted), r"overlaps the memory of 'x' \(only out=x itself is allowed\)"),
+        ("gelu", lambda: ops.gelu(xs, out=shifted), r"overlaps the memory of 'x' \(only out=x itself is allowed\)"),
+        ("relu", lambda: ops.relu(shifted, out=xs), "overlaps the memory of 'x'"),
+        ("layer_norm", lambda: ops.layer_norm(xs, g, b, out=xs), "overlaps the memory of 'x'; the kernel"),
+        ("layer_norm", lambda: ops.layer_norm(xs, buf[40:48], b, out=shifted), "overlaps the memory of 'x'"),
+        ("layer_norm", lambda: ops.layer_norm(x, buf[32:40], b, out=shifted), "overlaps the memory of 'gamma'"),
+        ("softmax_backward", lambda: ops.softmax_backward(xs, x, out=xs), "overlaps the memory of 'dy'"),
+        ("softmax_backward", lambda: ops.softmax_backward(x, x, xs, out=shifted), "overlaps the memory of 'saved'"),
+        ("layer_norm_backward", lambda: ops.layer_norm_backward(x, xs, g, b, out=shifted), "overlaps the memory of 'x'"),
+        ("layer_norm_backward", lambda: ops.layer_norm_backward(
+            x, x, g, b, (buf[:4], buf[4:8]), out=buf[:32].reshape(4, 8)), r"overlaps the memory of 'saved\[0\] \(mean\)'"),
+        ("gelu_backward", lambda: ops.gelu_backward(x, xs, out=xs), "overlaps the memory of 'x'"),
+        ("relu_backward", lambda: ops.relu_backward(shifted, x, out=xs), "overlaps the memory of 'dy'"),
+    ]:
+        with pytest.raises(ValueError, match=rf"ops\.{name}: argument 'out' {msg}"):
+            call()
+    np.testing.assert_array_equal(buf, before)  # nothing was written
+    # Disjoint halves of one buffer are fine.
+    np.testing.assert_array_equal(ops.gelu(buf[:24].reshape(3, 8), out=buf[24:].reshape(3, 8)), ops.gelu(before[:24].reshape(3, 8)))
+
+
+def test_out_numpy_backend(rng):
+    with tx.use_backend("numpy"):
+        cases, shape = out_cases(rng, 3, 33)  # float32 in, float32 out
+        check_out_equals_new(cases, shape)
+        x, dy = rng.standard_normal((3, 9)), rng.standard_normal((3, 9))  # float64 in and out
+        g, b = rng.standard_normal(9), rng.standard_normal(9)
+        check_out_equals_new([
+            ("softmax", lambda out: ops.softmax(x, out=out)),
+            ("layer_norm_backward", lambda out: ops.layer_norm_backward(dy, x, g, b, out=out)),
+            ("gelu none", lambda out: ops.gelu(x, approximate="none", out=out)),
+            ("relu_backward", lambda out: ops.relu_backward(dy, x, out=out)),
+        ], x.shape, np.float64)
+        with pytest.raises(TypeError, match=r"ops\.gelu: argument 'out' has dtype float32; the result is float64"):
+            ops.gelu(x, out=np.empty(x.shape, np.float32))
+        want = ops.softmax(x)
+        assert ops.softmax(x, out=x) is x
+        np.testing.assert_array_equal(x, want)
+        with pytest.raises(ValueError, match=r"ops\.gelu_backward: argument 'out' overlaps the memory of 'dy'"):
+            ops.gelu_backward(dy, x, out=dy)
+        with pytest.raises(ValueError, match=r"ops\.layer_norm: argument 'out' overlaps the memory of 'x'"):
+            ops.layer_norm(x, g, b, out=x)

@@ -86,25 +86,37 @@ def setup_attention(rng, T, H, D, backward):
     return fwd_bwd
 
 
-def setup_softmax(rng, *shape):
+# The row-wise / element-wise cases run two ways (`out`): each call returning a new array,
+# as a plain call does — a fresh output of > 32 MiB is a new mmap whose pages the OS
+# zero-fills on first touch, about as long as the kernel itself — or writing into one
+# preallocated output (out=), the kernel alone, as in a training loop reusing its buffers.
+def setup_softmax(rng, shape, out=False):
     x = _f32(rng, *shape)
-    return lambda: tx_ops.softmax(x)
+    y = np.empty_like(x) if out else None
+    return lambda: tx_ops.softmax(x, out=y)
 
 
-def setup_layer_norm(rng, rows, d, backward):
+def setup_layer_norm(rng, rows, d, backward, out=False):
     x, gamma, beta, dy = _f32(rng, rows, d), _f32(rng, d), _f32(rng, d), _f32(rng, rows, d)
+    y = np.empty_like(x) if out else None  # y, or dx for the backward
     if not backward:
-        return lambda: tx_ops.layer_norm(x, gamma, beta)
+        return lambda: tx_ops.layer_norm(x, gamma, beta, out=y)
     # saved = (mean, rstd) computed here, so the backward case does not depend on either
     # backend's forward.
     mean = x.mean(-1)
     rstd = (1.0 / np.sqrt(x.var(-1) + 1e-5)).astype(np.float32)
-    return lambda: tx_ops.layer_norm_backward(dy, x, gamma, beta, (mean, rstd))
+    return lambda: tx_ops.layer_norm_backward(dy, x, gamma, beta, (mean, rstd), out=y)
 
 
-def setup_gelu(rng, rows, d):
+def setup_gelu(rng, rows, d, out=False):
     x = _f32(rng, rows, d)
-    return lambda: tx_ops.gelu(x)
+    y = np.empty_like(x) if out else None
+    return lambda: tx_ops.gelu(x, out=y)
+
+
+def out_label(name: str, out: bool) -> str:
+    """Row label of a case measured with a new output per call or into out=."""
+    return f"{name} [{'out=' if out else 'new'}]"
 
 
 def setup_feed_forward(rng, T, d, d_ff):
@@ -154,12 +166,14 @@ def build_cases(quick: bool = False) -> list[Case]:
         # Backward = 5 matmuls vs 2 forward (FlashAttention's 2.5x convention).
         cases.append(Case("attention", "attention fwd+bwd", shape, 3.5 * fwd, 0, setup_attention, (T, H, D, True)))
     sm = (H, sm_T, sm_T)
+    for op, name, shape, nbytes, setup, args in [
+        ("softmax", "softmax", "x".join(map(str, sm)), 2 * f * math.prod(sm), setup_softmax, (sm,)),
+        ("layer_norm", "layer_norm fwd", f"{ln_rows}x{d}", 2 * f * ln_rows * d, setup_layer_norm, (ln_rows, d, False)),
+        ("layer_norm", "layer_norm bwd", f"{ln_rows}x{d}", 3 * f * ln_rows * d, setup_layer_norm, (ln_rows, d, True)),
+        ("gelu", "gelu tanh", f"{gelu_rows}x{d_ff}", 2 * f * gelu_rows * d_ff, setup_gelu, (gelu_rows, d_ff)),
+    ]:
+        cases += [Case(op, out_label(name, out), shape, 0, nbytes, setup, args + (out,)) for out in (False, True)]
     cases += [
-        Case("softmax", "softmax", "x".join(map(str, sm)), 0, 2 * f * math.prod(sm), setup_softmax, sm),
-        Case("layer_norm", "layer_norm fwd", f"{ln_rows}x{d}", 0, 2 * f * ln_rows * d, setup_layer_norm, (ln_rows, d, False)),
-        Case("layer_norm", "layer_norm bwd", f"{ln_rows}x{d}", 0, 3 * f * ln_rows * d,
-             setup_layer_norm, (ln_rows, d, True)),
-        Case("gelu", "gelu fwd (tanh)", f"{gelu_rows}x{d_ff}", 0, 2 * f * gelu_rows * d_ff, setup_gelu, (gelu_rows, d_ff)),
         Case("feed_forward", "feed_forward", f"T={M} d={d} d_ff={d_ff}", 4.0 * M * d * d_ff, 0,
              setup_feed_forward, (M, d, d_ff)),
         Case("embedding", "embedding", f"{emb_n} ids, {V}x{d}", 0, 2 * f * emb_n * d + 8 * emb_n,
@@ -347,7 +361,7 @@ def _speedup(res: dict) -> str:
 
 # (title, width, cell) — extend this list to add columns (benchmarks/bench_ops.py adds torch).
 COLUMNS: list[tuple[str, int, Callable[[dict], str]]] = [
-    ("op", 18, lambda r: r["name"]),
+    ("op", 21, lambda r: r["name"]),
     ("shape", 26, lambda r: r["shape"]),
     ("isa", 6, lambda r: r["isa"]),
     ("thr", 3, lambda r: str(r["threads"])),
@@ -459,11 +473,19 @@ def timing_defaults(quick: bool, repeats=None) -> tuple[int, float]:
     return repeats or (3 if quick else 7), (0.005 if quick else 0.05)
 
 
-def run(ops=None, threads=None, repeats=None, quick=False, json_path=None, out=sys.stdout,
+OUT_NOTE = ("rows    : [new] = each call returns a new output array (a fresh array > 32 MiB is new pages, which the OS\n"
+            "          zero-fills on first touch, inside the timing); [out=] = each call writes one preallocated output,\n"
+            "          ops.X(..., out=y) (numpy: computed, then copied into y)")
+
+
+def run(ops=None, threads=None, repeats=None, quick=False, json_path=None, out="stdout",
         command=None) -> dict:
     """Benchmark `ops` (names or a comma list; None = all) at each thread count, print the
-    table to `out` (None: silent) and return everything (also written to `json_path`).
+    table to `out` (a file; "stdout": sys.stdout at call time; None: silent) and return
+    everything (also written to `json_path`).
     """
+    if isinstance(out, str) and out == "stdout":
+        out = sys.stdout
     cases = select_cases(build_cases(quick), ops)
     threads = parse_threads(threads)
     repeats, min_time = timing_defaults(quick, repeats)
@@ -473,7 +495,10 @@ def run(ops=None, threads=None, repeats=None, quick=False, json_path=None, out=s
     info["command"] = command or " ".join([os.path.basename(sys.executable)] + sys.argv)
     peaks = measure_peaks(threads, quick)
     emit(format_machine(info, peaks))
-    emit(f"timing  : median of {repeats} samples after a warm-up; threads {threads} (NumPy's BLAS limited to the same)\n")
+    emit(f"timing  : median of {repeats} samples after a warm-up; threads {threads} (NumPy's BLAS limited to the same)")
+    if any(c.name.endswith("[out=]") for c in cases):
+        emit(OUT_NOTE)
+    emit("")
     emit(format_header())
 
     blas = _BlasThreads()

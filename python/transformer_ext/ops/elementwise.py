@@ -5,7 +5,13 @@ cpp/kernels/softmax.cpp, layer_norm.cpp, activation.cpp); on "numpy" they are th
 reference implementations in ``reference.py``. Arguments are validated here first, with
 messages naming the op, the argument and the shapes. The C++ kernels take C-contiguous
 buffers: any other layout (a transposed or strided view) is copied first. Outputs are
-new float32 arrays; zero-size inputs give empty outputs without calling a kernel.
+new arrays, or, with ``out=``, written into a caller's preallocated array and returned
+(as NumPy's ufuncs do; a training loop reuses its buffers, and a > 32 MiB fresh array
+costs as much in first-touch page faults as the kernel itself). ``out`` must be
+C-contiguous, writable, of exactly the result's shape and dtype (float32; float64 too on
+the numpy backend, matching the inputs), and must not overlap an input — except that the
+forward softmax, GELU and ReLU may write over x (``out=x``; their kernels read each
+element before writing it). Zero-size inputs give empty outputs without calling a kernel.
 
 Accuracy of the C++ kernels (float32): exp/tanh/erf come from cpp/kernels/vmath.h
 (<= 2.5 ulp each, measured); GELU's tanh form is evaluated as x·σ(2z) (no cancellation in
@@ -47,6 +53,54 @@ def _c(a: np.ndarray) -> np.ndarray:
     return out.reshape(a.shape)
 
 
+def _check_out(op: str, out, like: np.ndarray, inputs: dict, in_place: str | None = None) -> None:
+    """`out` (None: nothing to check) can receive a result of `like`'s shape and dtype, as
+    the module docstring says. `inputs` maps argument names to the arrays (None: absent)
+    out must not overlap; out may be exactly inputs[in_place] (same buffer, shape, strides)."""
+    if out is None:
+        return
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{op}: argument 'out' must be a numpy.ndarray, got {type(out).__name__}")
+    if out.dtype != like.dtype:
+        raise TypeError(f"{op}: argument 'out' has dtype {out.dtype}; the result is {like.dtype} "
+                        f"with shape {shape_str(like.shape)}")
+    if out.shape != like.shape:
+        raise ValueError(f"{op}: argument 'out' must have the result's shape {shape_str(like.shape)}, "
+                         f"got {shape_str(out.shape)}")
+    if not (out.flags.c_contiguous and out.flags.aligned):
+        raise ValueError(f"{op}: argument 'out' must be C-contiguous (the kernels take no strides), got strides "
+                         f"{out.strides} for shape {shape_str(out.shape)}")
+    if not out.flags.writeable:
+        raise ValueError(f"{op}: argument 'out' is read-only")
+    for name, a in inputs.items():
+        if a is None or not np.may_share_memory(out, a):  # may_: a cheap bounds test first
+            continue
+        if name == in_place and _same_view(out, a):
+            continue
+        if np.shares_memory(out, a):
+            allowed = f" (only out={in_place} itself is allowed)" if in_place else ""
+            raise ValueError(f"{op}: argument 'out' overlaps the memory of '{name}'{allowed}; the kernel "
+                             "would read values it has already overwritten")
+
+
+def _or_new(out, shape) -> np.ndarray:
+    """The cpp backend's output array: out, or a new float32 one."""
+    return np.empty(shape, np.float32) if out is None else out
+
+
+def _same_view(a: np.ndarray, b: np.ndarray) -> bool:
+    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+            and a.shape == b.shape and a.strides == b.strides)
+
+
+def _into(out, y: np.ndarray) -> np.ndarray:
+    """The numpy backend's result y, copied into out when one was given."""
+    if out is None:
+        return y
+    np.copyto(out, y)
+    return out
+
+
 def _rows(a: np.ndarray) -> np.ndarray:
     """(..., n) C-contiguous, viewed as (rows, n)."""
     n = a.shape[-1]
@@ -84,38 +138,39 @@ def _approximate(op: str, approximate) -> int:
     return _GELU_CODES[approximate]
 
 
-def _act_forward(act: int, x: np.ndarray) -> np.ndarray:
-    y = np.empty(x.shape, np.float32)
+def _act_forward(act: int, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     if x.size:
         _checks.core().activation_forward(act, _c(x).reshape(-1), y.reshape(-1))
     return y
 
 
-def _act_backward(act: int, dy: np.ndarray, x: np.ndarray) -> np.ndarray:
-    dx = np.empty(x.shape, np.float32)
+def _act_backward(act: int, dy: np.ndarray, x: np.ndarray, dx: np.ndarray) -> np.ndarray:
     if x.size:
         _checks.core().activation_backward(act, _c(dy).reshape(-1), _c(x).reshape(-1), dx.reshape(-1))
     return dx
 
 
 # --------------------------------------------------------------------------- softmax
-def softmax(x, return_saved=False):
+def softmax(x, return_saved=False, *, out=None):
     """y = softmax(x) over the last axis: exp(x - max x) / Σ exp(x - max x).
 
-    A row of all -inf gives zeros; NaN (or +inf) in a row makes that row NaN. saved = y."""
+    A row of all -inf gives zeros; NaN (or +inf) in a row makes that row NaN. saved = y.
+    out: write y there (may be x itself) and return it."""
     op = "ops.softmax"
     x = _checks.as_float(op, "x", x, min_ndim=1)
+    _check_out(op, out, x, {"x": x}, in_place="x")
     if _checks.backend() == "numpy":
-        return reference.softmax(x, return_saved=return_saved)
-    y = np.empty(x.shape, np.float32)
+        y = _into(out, reference.softmax(x))
+        return _ret(y, y, return_saved)
+    y = _or_new(out, x.shape)
     if x.size:
         _checks.core().softmax_forward(_rows(x), y.reshape(-1, x.shape[-1]))
     return _ret(y, y, return_saved)
 
 
-def softmax_backward(dy, x, saved=None):
+def softmax_backward(dy, x, saved=None, *, out=None):
     """dx = y ⊙ (dy - Σ_j dy_j y_j) over the last axis, y = softmax(x) (= saved when given;
-    x may then be None)."""
+    x may then be None). out: write dx there (no overlap with the inputs) and return it."""
     op = "ops.softmax_backward"
     dy = _checks.as_float(op, "dy", dy, min_ndim=1)
     if saved is None or x is not None:
@@ -124,10 +179,11 @@ def softmax_backward(dy, x, saved=None):
     if saved is not None:
         saved = _checks.as_float(op, "saved", saved, dtype=dy.dtype)
         _same_shape(op, "dy", dy, "saved", saved)
+    _check_out(op, out, dy, {"dy": dy, "x": x, "saved": saved})
     if _checks.backend() == "numpy":
-        return reference.softmax_backward(dy, x, saved)
+        return _into(out, reference.softmax_backward(dy, x, saved))
     y = saved if saved is not None else softmax(x)
-    dx = np.empty(dy.shape, np.float32)
+    dx = _or_new(out, dy.shape)
     if dy.size:
         n = dy.shape[-1]
         _checks.core().softmax_backward(_rows(dy), _rows(y), dx.reshape(-1, n))
@@ -135,19 +191,22 @@ def softmax_backward(dy, x, saved=None):
 
 
 # --------------------------------------------------------------------------- layer norm
-def layer_norm(x, gamma, beta, eps=1e-5, return_saved=False):
+def layer_norm(x, gamma, beta, eps=1e-5, return_saved=False, *, out=None):
     """y = (x - μ)·rstd·γ + β over the last axis; μ = mean, rstd = 1/√(σ² + eps) with the
-    biased variance σ². saved = (μ, rstd), each of shape x.shape[:-1]."""
+    biased variance σ². saved = (μ, rstd), each of shape x.shape[:-1]. out: write y there
+    (no overlap with the inputs) and return it; μ and rstd are always new arrays."""
     op = "ops.layer_norm"
     x = _checks.as_float(op, "x", x, min_ndim=1)
     n = x.shape[-1]
     gamma = _vector(op, "gamma", gamma, n, "x", x)
     beta = _vector(op, "beta", beta, n, "x", x)
     eps = _eps(op, eps)
+    _check_out(op, out, x, {"x": x, "gamma": gamma, "beta": beta})
     if _checks.backend() == "numpy":
-        return reference.layer_norm(x, gamma, beta, eps, return_saved=return_saved)
+        y, saved = reference.layer_norm(x, gamma, beta, eps, return_saved=True)
+        return _ret(_into(out, y), saved, return_saved)
     lead = x.shape[:-1]
-    y = np.empty(x.shape, np.float32)
+    y = _or_new(out, x.shape)
     mean = np.empty(lead, np.float32)
     rstd = np.empty(lead, np.float32)
     if n == 0:  # the mean of an empty row is undefined (NumPy: NaN)
@@ -160,12 +219,13 @@ def layer_norm(x, gamma, beta, eps=1e-5, return_saved=False):
     return _ret(y, (mean, rstd), return_saved)
 
 
-def layer_norm_backward(dy, x, gamma, beta, saved=None, eps=1e-5):
+def layer_norm_backward(dy, x, gamma, beta, saved=None, eps=1e-5, *, out=None):
     """(dx, dgamma, dbeta) with x̂ = (x - μ)·rstd, g = dy ⊙ γ:
     dx = rstd·(g - mean(g) - x̂·mean(g ⊙ x̂)), dγ = Σ_rows dy ⊙ x̂, dβ = Σ_rows dy.
 
     saved = (μ, rstd) from the forward; None recomputes them (beta is only used then).
-    dγ, dβ are bit-identical whatever the thread count."""
+    dγ, dβ are bit-identical whatever the thread count. out: write dx there (no overlap
+    with the inputs) and return it as the first of the three; dγ, dβ are new arrays."""
     op = "ops.layer_norm_backward"
     dy = _checks.as_float(op, "dy", dy, min_ndim=1)
     x = _checks.as_float(op, "x", x, dtype=dy.dtype)
@@ -191,10 +251,13 @@ def layer_norm_backward(dy, x, gamma, beta, saved=None, eps=1e-5):
                     f"{shape_str(x.shape)}), got {shape_str(a.shape)}"
                 )
         saved = (mean, rstd)
+    _check_out(op, out, x, {"dy": dy, "x": x, "gamma": gamma, "beta": beta,
+                            "saved[0] (mean)": saved[0], "saved[1] (rstd)": saved[1]})
     if _checks.backend() == "numpy":
-        return reference.layer_norm_backward(dy, x, gamma, beta, saved, eps)
+        dx, dgamma, dbeta = reference.layer_norm_backward(dy, x, gamma, beta, saved, eps)
+        return _into(out, dx), dgamma, dbeta
     mean, rstd = saved
-    dx = np.empty(x.shape, np.float32)
+    dx = _or_new(out, x.shape)
     dgamma = np.zeros(n, np.float32)
     dbeta = np.zeros(n, np.float32)
     if x.size:
@@ -206,45 +269,51 @@ def layer_norm_backward(dy, x, gamma, beta, saved=None, eps=1e-5):
 
 
 # --------------------------------------------------------------------------- GELU / ReLU
-def gelu(x, approximate="tanh", return_saved=False):
+def gelu(x, approximate="tanh", return_saved=False, *, out=None):
     """"tanh": y = 0.5x(1 + tanh(√(2/π)(x + 0.044715x³)));  "none": y = 0.5x(1 + erf(x/√2)).
-    Element-wise, any shape. saved = None."""
+    Element-wise, any shape. saved = None. out: write y there (may be x itself) and return it."""
     op = "ops.gelu"
     act = _approximate(op, approximate)
     x = _checks.as_float(op, "x", x)
+    _check_out(op, out, x, {"x": x}, in_place="x")
     if _checks.backend() == "numpy":
-        return reference.gelu(x, approximate=approximate, return_saved=return_saved)
-    return _ret(_act_forward(act, x), None, return_saved)
+        return _ret(_into(out, reference.gelu(x, approximate=approximate)), None, return_saved)
+    return _ret(_act_forward(act, x, _or_new(out, x.shape)), None, return_saved)
 
 
-def gelu_backward(dy, x, saved=None, approximate="tanh"):
+def gelu_backward(dy, x, saved=None, approximate="tanh", *, out=None):
     """dx = dy · gelu'(x): "tanh": 0.5(1+t) + 0.5x(1-t²)√(2/π)(1 + 3·0.044715x²);
-    "none": Φ(x) + x·φ(x)."""
+    "none": Φ(x) + x·φ(x). out: write dx there (no overlap with dy or x) and return it."""
     op = "ops.gelu_backward"
     act = _approximate(op, approximate)
     dy = _checks.as_float(op, "dy", dy)
     x = _checks.as_float(op, "x", x, dtype=dy.dtype)
     _same_shape(op, "dy", dy, "x", x)
+    _check_out(op, out, dy, {"dy": dy, "x": x})
     if _checks.backend() == "numpy":
-        return reference.gelu_backward(dy, x, saved, approximate=approximate)
-    return _act_backward(act, dy, x)
+        return _into(out, reference.gelu_backward(dy, x, saved, approximate=approximate))
+    return _act_backward(act, dy, x, _or_new(out, x.shape))
 
 
-def relu(x, return_saved=False):
-    """y = max(x, 0) element-wise (NaN propagates). saved = None."""
+def relu(x, return_saved=False, *, out=None):
+    """y = max(x, 0) element-wise (NaN propagates). saved = None. out: write y there (may
+    be x itself) and return it."""
     op = "ops.relu"
     x = _checks.as_float(op, "x", x)
+    _check_out(op, out, x, {"x": x}, in_place="x")
     if _checks.backend() == "numpy":
-        return reference.relu(x, return_saved=return_saved)
-    return _ret(_act_forward(_ACT_RELU, x), None, return_saved)
+        return _ret(_into(out, reference.relu(x)), None, return_saved)
+    return _ret(_act_forward(_ACT_RELU, x, _or_new(out, x.shape)), None, return_saved)
 
 
-def relu_backward(dy, x, saved=None):
-    """dx = dy where x > 0, else 0 (0 at x == 0)."""
+def relu_backward(dy, x, saved=None, *, out=None):
+    """dx = dy where x > 0, else 0 (0 at x == 0). out: write dx there (no overlap with dy
+    or x) and return it."""
     op = "ops.relu_backward"
     dy = _checks.as_float(op, "dy", dy)
     x = _checks.as_float(op, "x", x, dtype=dy.dtype)
     _same_shape(op, "dy", dy, "x", x)
+    _check_out(op, out, dy, {"dy": dy, "x": x})
     if _checks.backend() == "numpy":
-        return reference.relu_backward(dy, x, saved)
-    return _act_backward(_ACT_RELU, dy, x)
+        return _into(out, reference.relu_backward(dy, x, saved))
+    return _act_backward(_ACT_RELU, dy, x, _or_new(out, x.shape))
