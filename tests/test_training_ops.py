@@ -560,3 +560,43 @@ def test_adamw_core_checks_itself():
         core.adamw_step(z[0], np.zeros(8), z[2], z[3], 1, 1e-3, 0.9, 0.999, 1e-8, 0.0)
     with pytest.raises(ValueError, match=r"hyperparameters must be finite"):
         core.adamw_step(*z, 1, float("inf"), 0.9, 0.999, 1e-8, 0.0)
+
+
+# ---- fill_zero (model.zero_grad on the cpp backend) ----
+@needs_core
+@pytest.mark.parametrize("n", [0, 1, 15, 17, 8192 * 3 + 5, (9 << 20) // 4 + 3])  # last: > 8 MiB, streamed
+def test_fill_zero(isa, threads, n):
+    core = tx._backend.core
+    for t in (1, 2):
+        threads(t)
+        buf = np.full(n + 3, 7.0, np.float32)
+        x = buf[1:1 + n]  # unaligned start inside a bigger buffer
+        core.fill_zero(x)
+        assert not x.any()
+        assert buf[0] == 7.0 and (buf[1 + n:] == 7.0).all()  # nothing outside x is touched
+
+
+@needs_core
+def test_fill_zero_bad_input():
+    core = tx._backend.core
+    with pytest.raises(TypeError, match="fill_zero: 'x' must be float32"):
+        core.fill_zero(np.ones(4))
+    with pytest.raises(ValueError, match="fill_zero: 'x' must be C-contiguous"):
+        core.fill_zero(np.ones(8, np.float32)[::2])
+    ro = np.ones(4, np.float32)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="fill_zero: 'x' is read-only"):
+        core.fill_zero(ro)
+
+
+@pytest.mark.parametrize("backend_name", ["cpp", "numpy"])
+def test_zero_grad_clears_every_gradient(backend_name):
+    if backend_name == "cpp" and not tx._backend.core:
+        pytest.skip("compiled core not available")
+    from transformer_ext.models import GPT, GPTConfig
+    m = GPT(GPTConfig(vocab_size=11, n_positions=8, n_embd=8, n_layer=1, n_head=2, seed=0))
+    with tx.use_backend(backend_name):
+        for g in m.gradients().values():
+            g[...] = 3.0
+        m.zero_grad()
+        assert all(not g.any() for g in m.gradients().values())

@@ -49,8 +49,7 @@ void check_range(const int64_t* ids, int64_t n, int64_t upper, const char* op, c
 
 // A flat float32 buffer for adamw: any ndim, C-contiguous, `n` elements.
 void check_flat(const py::array& a, const char* name, bool writable, py::ssize_t n,
-                const py::array& ref) {
-  const char* op = "adamw_step";
+                const py::array& ref, const char* op = "adamw_step") {
   if (a.dtype().kind() != 'f' || a.itemsize() != 4) {
     throw py::type_error(std::string(op) + ": '" + name + "' must be float32, got " +
                          std::string(py::str(a.dtype())));
@@ -174,4 +173,17 @@ void bind_training(py::module_& m) {
       py::arg("p"), py::arg("g"), py::arg("m"), py::arg("v"), py::arg("step"), py::arg("lr"),
       py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"),
       "One AdamW step in place on float32 buffers of equal shape (PyTorch's arithmetic).");
+
+  m.def(
+      "fill_zero",
+      [](py::array x) {
+        check_flat(x, "x", true, x.size(), x, "fill_zero");
+        float* px = txb::mptr(x);
+        const int64_t n = (int64_t)x.size();
+        py::gil_scoped_release release;
+        TX_DISPATCH(fill_zero)(px, n);
+      },
+      py::arg("x"),
+      "x[...] = 0 for a C-contiguous float32 array, on all threads, with non-temporal stores for\n"
+      "large buffers (zero_grad of a model's flat gradient buffer).");
 }

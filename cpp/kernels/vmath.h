@@ -158,6 +158,19 @@ static inline void tx_stream_store(float* dst, const float* src, int64_t n) {
   for (; i < n; ++i) dst[i] = src[i];
 }
 
+// dst[0:n] = 0 with non-temporal stores where dst is vector-aligned (plain elsewhere).
+static inline void tx_stream_zero(float* dst, int64_t n) {
+  int64_t i = 0;
+#if defined(__AVX512F__)
+  for (; i < n && ((uintptr_t)(dst + i) & 63) != 0; ++i) dst[i] = 0.0f;
+  for (; i + 16 <= n; i += 16) _mm512_stream_ps(dst + i, _mm512_setzero_ps());
+#elif defined(__AVX2__)
+  for (; i < n && ((uintptr_t)(dst + i) & 31) != 0; ++i) dst[i] = 0.0f;
+  for (; i + 8 <= n; i += 8) _mm256_stream_ps(dst + i, _mm256_setzero_ps());
+#endif
+  for (; i < n; ++i) dst[i] = 0.0f;
+}
+
 static inline void tx_stream_fence() {
 #if defined(__AVX2__) || defined(__AVX512F__)
   _mm_sfence();

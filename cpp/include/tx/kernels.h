@@ -104,6 +104,7 @@ struct AttnShape {
   void adamw_step(float* p, const float* g, float* m, float* v, int64_t n, int64_t step,   \
                   double lr, double beta1, double beta2, double eps,                    \
                   double weight_decay); /* double: 1-0.999 is inexact in float */         \
+  void fill_zero(float* x, int64_t n); /* x[0:n] = 0 (zero_grad of a flat buffer) */      \
                                                                                            \
   /* ---- probes (bench only): sustained FMA rate and read bandwidth ---- */               \
   double probe_fma(int64_t iters); /* returns flops performed, all threads */              \

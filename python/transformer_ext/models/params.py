@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..nn.dropout import DropoutRNG
+from ..ops import _checks
 from ..nn.module import Module, Param
 
 _ALIGN_BYTES = 64
@@ -147,7 +148,11 @@ class ParamStore:
 
     def zero_grad(self) -> None:
         self._need_allocated("zero_grad")
-        self.flat_grad.fill(0)
+        g = self.flat_grad
+        if g.dtype == np.float32 and _checks.backend() == "cpp":
+            _checks.core().fill_zero(g)  # all threads, streaming stores: 2x / 4x NumPy's fill on 1 / 2 threads
+        else:
+            g.fill(0)
 
     def num_parameters(self) -> int:
         """Number of scalar parameters (padding not counted)."""
