@@ -392,6 +392,7 @@ def format_machine(info: dict, peaks: dict) -> str:
         f"machine : {info['cpu_model']} ({info.get('cpu_family_model', '')}), {info['physical_cores']} physical "
         f"cores, {info['logical_cpus']} logical CPUs; {info['platform']}",
         f"tx      : isa={tx['isa']} (best {tx['best_isa']}), threads={tx['num_threads']}, openmp={tx['openmp']}, "
+        f"amx={tx.get('amx', False)} (bf16 GEMMs > 16 rows on AMX tiles), "
         f"features={','.join(tx['features']) or '-'}",
         f"numpy   : {info['numpy']}",
     ]
