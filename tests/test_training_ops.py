@@ -600,3 +600,65 @@ def test_zero_grad_clears_every_gradient(backend_name):
             g[...] = 3.0
         m.zero_grad()
         assert all(not g.any() for g in m.gradients().values())
+
+
+# ---- cross_entropy(out=): dlogits into a given array, or in place over the logits ----
+@pytest.mark.parametrize("backend", ["cpp", "numpy"])
+@pytest.mark.parametrize("ls", [0.0, 0.1])
+def test_cross_entropy_out_and_in_place(backend, rng, ls):
+    if backend == "cpp" and not tx.supported_isas():
+        pytest.skip("compiled core not available")
+    with tx.use_backend(backend):
+        _check_cross_entropy_out(rng, ls)
+
+
+def _check_cross_entropy_out(rng, ls):
+    logits = rng.standard_normal((3, 5, 37)).astype(np.float32) * 4
+    targets = rng.integers(0, 37, (3, 5))
+    targets[1, 2] = -100  # an ignored row
+    loss, d = ops.cross_entropy(logits, targets, label_smoothing=ls)
+    out = np.full_like(logits, np.nan)
+    loss2, d2 = ops.cross_entropy(logits, targets, label_smoothing=ls, out=out)
+    assert d2 is out and loss2 == loss
+    np.testing.assert_array_equal(out, d)
+    x = logits.copy()
+    loss3, d3 = ops.cross_entropy(x, targets, label_smoothing=ls, out=x)  # in place
+    assert d3 is x and loss3 == loss
+    np.testing.assert_array_equal(x, d)
+    # every target ignored: zeros written into out
+    out = np.full_like(logits, 5.0)
+    assert ops.cross_entropy(logits, np.full((3, 5), -100), out=out) == (0.0, out)
+    assert not out.any()
+
+
+@pytest.mark.parametrize("backend", ["cpp", "numpy"])
+def test_cross_entropy_out_bad(backend, rng):
+    if backend == "cpp" and not tx.supported_isas():
+        pytest.skip("compiled core not available")
+    with tx.use_backend(backend):
+        _check_cross_entropy_out_bad(rng)
+
+
+def _check_cross_entropy_out_bad(rng):
+    logits = rng.standard_normal((4, 9)).astype(np.float32)
+    targets = rng.integers(0, 9, 4)
+    with pytest.raises(ValueError, match=r"ops.cross_entropy: argument 'out' must have the result's shape \(4, 9\)"):
+        ops.cross_entropy(logits, targets, out=np.empty((4, 8), np.float32))
+    with pytest.raises(TypeError, match="ops.cross_entropy: argument 'out' has dtype float64"):
+        ops.cross_entropy(logits, targets, out=np.empty((4, 9)))
+    big = np.concatenate([logits.ravel(), np.zeros(9, np.float32)])
+    with pytest.raises(ValueError, match="ops.cross_entropy: argument 'out' overlaps the memory of 'logits'"):
+        ops.cross_entropy(big[:36].reshape(4, 9), targets, out=big[9:].reshape(4, 9))
+
+
+@needs_core
+def test_cross_entropy_in_place_every_isa(isa, rng):
+    """The kernel reads each logit before writing its gradient and keeps x_t first, so in
+    place equals out of place bit for bit (GPT-2-sized rows, several threads' worth)."""
+    logits = rng.standard_normal((6, 50257)).astype(np.float32) * 3
+    targets = rng.integers(0, 50257, 6)
+    loss, d = ops.cross_entropy(logits, targets, label_smoothing=0.1)
+    x = logits.copy()
+    loss2, d2 = ops.cross_entropy(x, targets, label_smoothing=0.1, out=x)
+    assert loss2 == loss
+    np.testing.assert_array_equal(d2, d)

@@ -27,8 +27,10 @@ void cross_entropy(const float* logits, int64_t N, int64_t V, const int64_t* tar
   const float eps = label_smoothing;
 #pragma omp parallel for schedule(static) num_threads(::tx::threads_for(N * V))
   for (int64_t i = 0; i < N; ++i) {
-    const float* __restrict x = logits + i * V;
-    float* __restrict dx = dlogits + i * V;
+    // dlogits may be logits itself (in place: every pass reads x_j before writing
+    // dx_j at the same j, and x_t is kept before the first write), so no __restrict.
+    const float* x = logits + i * V;
+    float* dx = dlogits + i * V;
     const int64_t t = targets[i];
     if (t == ignore_index) {
       row_loss[i] = 0.0f;
@@ -37,6 +39,7 @@ void cross_entropy(const float* logits, int64_t N, int64_t V, const int64_t* tar
     }
     // m = max_j x_j (stable softmax). The compare skips NaN here; NaN still reaches
     // the sum below.
+    const float xt = x[t];
     float m = -INFINITY;
 #pragma omp simd reduction(max : m)
     for (int64_t j = 0; j < V; ++j) m = x[j] > m ? x[j] : m;
@@ -59,7 +62,7 @@ void cross_entropy(const float* logits, int64_t N, int64_t V, const int64_t* tar
     }
     const double log_s = log(s);  // log Σ exp(x_j − m); one per row
     // −log p_t = log_s − (x_t − m);  −ε/V·Σ_j log p_j = ε·(log_s − sx/V)
-    const double nll = log_s - ((double)x[t] - (double)m);
+    const double nll = log_s - ((double)xt - (double)m);
     double loss = (1.0 - (double)eps) * nll;
     if (eps != 0.0f) loss += (double)eps * (log_s - sx / (double)V);
     row_loss[i] = (float)loss;

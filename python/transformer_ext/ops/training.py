@@ -13,6 +13,7 @@ import numbers
 import numpy as np
 
 from . import _checks, reference
+from .elementwise import _check_out, _into  # out= as the element-wise ops take it
 
 __all__ = ["embedding", "embedding_backward", "sinusoidal_positions", "cross_entropy", "adamw_step"]
 
@@ -119,15 +120,18 @@ def sinusoidal_positions(T, d, dtype=np.float32):
 
 
 # --------------------------------------------------------------------------- loss
-def cross_entropy(logits, targets, ignore_index=-100, label_smoothing=0.0, reduction="mean"):
+def cross_entropy(logits, targets, ignore_index=-100, label_smoothing=0.0, reduction="mean", *, out=None):
     """PyTorch's F.cross_entropy over logits (..., V) and integer targets (...).
 
     Returns (loss, dlogits): loss a Python float ("mean" over non-ignored targets, or
     "sum"), dlogits the gradient of loss w.r.t. logits (same shape). With label smoothing
     ε the target distribution is (1-ε)·onehot(t) + ε/V. Targets equal to ignore_index
-    contribute nothing; if every target is ignored, loss is 0.0 and dlogits zeros."""
+    contribute nothing; if every target is ignored, loss is 0.0 and dlogits zeros.
+    out: write dlogits there (as ops.softmax's out=); out=logits overwrites the logits in
+    place — a training step's logits (GPT-2: 100 MB at B·T = 512) are not needed after it."""
     op = "ops.cross_entropy"
     logits = _checks.as_float(op, "logits", logits, min_ndim=1)
+    _check_out(op, out, logits, {"logits": logits}, in_place="logits")
     if not isinstance(targets, np.ndarray):
         targets = np.asarray(targets)
     if targets.dtype.kind not in "iu":
@@ -152,22 +156,26 @@ def cross_entropy(logits, targets, ignore_index=-100, label_smoothing=0.0, reduc
             f"[0, {V}) and not ignore_index={ignore_index} (targets shape {_shape(targets)})"
         )
     if _checks.backend() == "numpy":
-        return reference.cross_entropy(logits, targets, ignore_index, label_smoothing, reduction)
+        loss, d = reference.cross_entropy(logits, targets, ignore_index, label_smoothing, reduction)
+        return loss, _into(out, d)
 
     N = targets.size
     t = np.ascontiguousarray(targets, dtype=np.int64).reshape(N)
     count = int(np.count_nonzero(t != ignore_index))
     if count == 0:  # includes N == 0
-        return 0.0, np.zeros(logits.shape, dtype=np.float32)
+        if out is None:
+            return 0.0, np.zeros(logits.shape, dtype=np.float32)
+        out.fill(0)
+        return 0.0, out
     grad_scale = 1.0 / count if reduction == "mean" else 1.0
     row_loss = np.empty(N, dtype=np.float32)
-    dlogits = np.empty((N, V), dtype=np.float32)
+    dlogits = np.empty((N, V), dtype=np.float32) if out is None else out.reshape(N, V)
     x = _checks.contiguous(logits).reshape(N, V)
     _checks.core().cross_entropy(x, t, ignore_index, label_smoothing, grad_scale, row_loss, dlogits)
     # Σ of per-row losses in float64, NumPy's fixed pairwise order (independent of threads).
     total = float(np.sum(row_loss, dtype=np.float64))
     loss = total / count if reduction == "mean" else total
-    return loss, dlogits.reshape(logits.shape)
+    return loss, (dlogits.reshape(logits.shape) if out is None else out)
 
 
 # --------------------------------------------------------------------------- optimiser

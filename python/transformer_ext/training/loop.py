@@ -133,7 +133,9 @@ def _fmt_time(s: float) -> str:
 def causal_lm(model, x, y, scale: float = 1.0, backward: bool = True) -> float:
     """The causal-LM objective: mean cross-entropy of the next token, logits = model(x); with
     backward, dL/dlogits · scale is back-propagated (scale = 1/grad_accum)."""
-    loss, dlogits = ops.cross_entropy(model(x), y)
+    logits = model(x)
+    # dlogits overwrite the logits (no longer needed): one 100 MB array less per GPT-2 step
+    loss, dlogits = ops.cross_entropy(logits, y, out=logits if logits.flags.c_contiguous else None)
     if backward:
         if scale != 1.0:
             dlogits *= dlogits.dtype.type(scale)
