@@ -103,6 +103,10 @@ GEMM_SHAPES = [
     (32, 1030, 20), (33, 40, 19), (64, 7, 40), (65, 9, 31),
     (40, 1023, 20), (34, 1025, 9), (70, 1057, 33), (34, 257, 260), (35, 255, 9), (66, 129, 7),
     (40, 383, 9), (47, 385, 513), (33, 769, 5), (2099, 20, 9), (2101, 33, 7), (4201, 9, 3),
+
+    # every row count of the bottom edge tile (M mod MR = 0..13; tiles of fewer rows run a
+    # smaller kernel), above both skinny paths
+    *[(m, 37, 21) for m in range(70, 84)],
 ]
 
 

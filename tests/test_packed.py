@@ -176,10 +176,12 @@ def test_gemv_path(isa, threads, K):
 def test_packed_gemm_across_blocks(isa, threads, dtype):
     """M > 16 (the GEMM loop over packed panels): N across the NC block (384 columns on
     AVX-512, 128 elsewhere; balanced), M across MC = 2100, K across KC = 512 (256 on AVX2 /
-    portable), odd K; bit-identical to the unpacked product and across thread counts."""
+    portable), odd K, every edge-tile height; bit-identical to the unpacked product and across
+    thread counts."""
     rng = np.random.default_rng(23)
+    # M = 70..83: every row count of the bottom edge tile (fewer than MR rows run a smaller kernel)
     for M, K, N in [(40, 300, 1100), (33, 257, 1025), (17, 5, 2049), (20, 1030, 70), (29, 9, 385),
-                    (2101, 7, 40)]:
+                    (2101, 7, 40)] + [(m, 21, 70) for m in range(70, 84)]:
         w = rng.standard_normal((K, N), dtype=np.float32)
         x = rng.standard_normal((M, K), dtype=np.float32)
         b = rng.standard_normal(N, dtype=np.float32)

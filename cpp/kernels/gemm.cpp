@@ -40,6 +40,7 @@
 #include <string.h>
 
 #include <new>
+#include <type_traits>
 
 #include "tx/amx.h"
 #include "tx/kernels.h"
@@ -289,30 +290,48 @@ TX_INLINE void tile_store(V (&c)[R][W], float* C, int64_t ldc, int mr, int nr) {
 // during the first MR steps, so that call's tile_init finds them in L1 (C is usually in
 // L3: the loads would otherwise stall each call's start).
 // ---------------------------------------------------------------------------------
-TX_INLINE void micro_step(V (&c)[MR][NV], const float* __restrict a, const float* __restrict b) {
+template <int R>
+TX_INLINE void micro_step(V (&c)[R][NV], const float* __restrict a, const float* __restrict b) {
   V bv[NV];
   TX_UNROLL for (int v = 0; v < NV; ++v) bv[v] = vload(b + v * VL);
-  TX_UNROLL for (int i = 0; i < MR; ++i) {
+  TX_UNROLL for (int i = 0; i < R; ++i) {
     const V av = vset1(a[i]);
     TX_UNROLL for (int v = 0; v < NV; ++v) c[i][v] = vfma(av, bv[v], c[i][v]);
   }
 }
 
+// R = MR, or fewer rows for a tile at the bottom edge (with_tile_rows); the A sliver is
+// MR wide either way.
+template <int R>
 static void micro_kernel(int64_t kc, const float* __restrict Ap, const float* __restrict Bp,
                          float* __restrict C, int64_t ldc, int mr, int nr, bool load_c,
                          const float* __restrict bias, const float* Cn) {
-  V c[MR][NV];
-  tile_init<MR, NV>(c, C, ldc, mr, nr, load_c, bias);
+  V c[R][NV];
+  tile_init<R, NV>(c, C, ldc, mr, nr, load_c, bias);
   int64_t k = 0;
   if (Cn) {
     for (; k < imin(kc, MR); ++k) {
       prefetch_line(Cn + k * ldc);  // the row's first and last float: its line(s)
       prefetch_line(Cn + k * ldc + NR - 1);
-      micro_step(c, Ap + k * MR, Bp + k * NR);
+      micro_step<R>(c, Ap + k * MR, Bp + k * NR);
     }
   }
-  for (; k < kc; ++k) micro_step(c, Ap + k * MR, Bp + k * NR);
-  tile_store<MR, NV>(c, C, ldc, mr, nr);
+  for (; k < kc; ++k) micro_step<R>(c, Ap + k * MR, Bp + k * NR);
+  tile_store<R, NV>(c, C, ldc, mr, nr);
+}
+
+// Calls fn(std::integral_constant<int, R>) with R = MR for a full tile and R = mr rounded
+// up to even for a tile of mr < MR rows at the bottom edge of C: the tile's cost is
+// proportional to R, so e.g. M = 128 at MR = 14 (9 tiles + 2 rows) runs 9 full tiles and a
+// 2-row one instead of 10 full ones. Each C element's FMA chain is the same either way.
+template <int R = 2, class Fn>
+TX_INLINE void with_tile_rows(int mr, Fn&& fn) {
+  if constexpr (R >= MR) {
+    fn(std::integral_constant<int, MR>());
+  } else {
+    if (mr <= R) return fn(std::integral_constant<int, R>());
+    with_tile_rows<R + 2>(mr, fn);
+  }
 }
 
 // ---------------------------------------------------------------------------------
@@ -477,9 +496,11 @@ static void gemm_packed_block(const Problem& P, int64_t m0, int64_t m1, int64_t 
       for (int64_t jr = 0; jr < nc; jr += NR) {
         const int nr = (int)imin(NR, nc - jr);
         float* Ct = P.C + (ic + ir) * P.ldc + jc + jr;
-        micro_kernel(kc, asl, Bp + jr * (kc + 1), Ct, P.ldc, mr, nr, load_c,
-                     first && P.bias ? P.bias + jc + jr : nullptr,
-                     next_tile(P.C, P.ldc, ic + ir, jc + jr, ic, mc, jc, nc, NR));
+        with_tile_rows(mr, [&](auto r) {
+          micro_kernel<decltype(r)::value>(kc, asl, Bp + jr * (kc + 1), Ct, P.ldc, mr, nr, load_c,
+                                           first && P.bias ? P.bias + jc + jr : nullptr,
+                                           next_tile(P.C, P.ldc, ic + ir, jc + jr, ic, mc, jc, nc, NR));
+        });
       }
     }
   });
@@ -1067,9 +1088,13 @@ static void pk_gemm(const PackedProblem& P) {
           // First row of tiles: the slivers come from memory (later rows find them in
           // L2); fetch the next one meanwhile.
           const void* wn = ir == 0 && col + NR < jc + nc ? sliver(col + NR) : nullptr;
-          pk_tile<MR, BF, MR>(kc, ar, sliver(col), P.C + (ic + ir) * P.ldc + col, P.ldc, (int)imin(MR, mc - ir),
-                              (int)imin(NR, jc + nc - col), load_c, first && P.bias ? P.bias + col : nullptr, wn,
-                              next_tile(P.C, P.ldc, ic + ir, col, ic, mc, jc, nc, NR));
+          const int mr = (int)imin(MR, mc - ir);
+          with_tile_rows(mr, [&](auto r) {
+            pk_tile<decltype(r)::value, BF, MR>(kc, ar, sliver(col), P.C + (ic + ir) * P.ldc + col, P.ldc, mr,
+                                                (int)imin(NR, jc + nc - col), load_c,
+                                                first && P.bias ? P.bias + col : nullptr, wn,
+                                                next_tile(P.C, P.ldc, ic + ir, col, ic, mc, jc, nc, NR));
+          });
         }
       }
     });
