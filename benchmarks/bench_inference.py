@@ -6,7 +6,11 @@ and PyTorch eager (`torch.inference_mode`, transformers' GPT2LMHeadModel) where 
 in its own process, with 1 and 2 threads — and, per row, the memory-bandwidth bound for decoding:
 weight bytes that row reads per token / read bandwidth (transformer_ext.bench's probe).
 
-    python benchmarks/bench_inference.py [--threads 1,2] [--new 128] [--no-numpy] [--no-torch]
+    python benchmarks/bench_inference.py [--threads 1,2] [--new 128] [--rounds R] [--no-numpy] [--no-torch]
+
+This VM's speed drifts between phases (up to 2x over minutes): `--rounds R` runs every phase R
+times, reversing the order of the phases every other round, and reports per row the median
+over rounds (the bandwidth probe too) and, against torch, each round's ratios.
 
 A benchmark, not a test.
 """
@@ -131,6 +135,9 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--new", type=int, default=128)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run every phase this many times, alternating the order; report medians over rounds "
+                         "and each round's ratio against torch")
     ap.add_argument("--no-numpy", action="store_true")
     ap.add_argument("--no-torch", action="store_true")
     a = ap.parse_args(argv)
@@ -143,32 +150,46 @@ def main(argv=None) -> None:
         except ImportError:
             print("(PyTorch eager skipped: torch + transformers not installed)")
     import platform
+    import statistics
 
     import transformer_ext as tx
     info = tx.cpu_info()
+    print(f"command: {' '.join([os.path.basename(sys.executable)] + sys.argv)}")
     print(f"GPT-2-small shape {SHAPE}, batch 1; decode: {a.new} new tokens after {DECODE_PROMPT}; "
-          "bound = weight bytes read per token / measured read bandwidth")
+          "bound = weight bytes read per token / measured read bandwidth; "
+          f"median over {a.rounds} round(s)")
     print(f"machine: {platform.machine()}, {os.cpu_count()} logical CPUs; isa={info['isa']}; "
           f"amx={info['amx']} (True: cpp-bf16 pre-fill runs its GEMMs on AMX tiles)")
     print(f"{'backend':<10} {'thr':>3} {'prefill128 tok/s':>17} {'prefill512 tok/s':>17} {'decode tok/s':>13} "
           f"{'bound tok/s':>12} {'% of bound':>10} {'vs torch: p128 / p512 / decode':>31}")
+    metrics = ("prefill_128", "prefill_512", "decode")
     for n in [int(t) for t in a.threads.split(",")]:
-        peak = _run("peak", n, a.new)
-        gbs = peak.get("read_gbs") if peak else None
-        rows = {k: _run(k, n, a.new) for k in kinds}
-        ref = rows.get("torch")
-        for k, r in rows.items():
-            if r is None:
-                continue
-            bound = gbs * 1e9 / r["weight_bytes"] if gbs and "weight_bytes" in r else None
+        runs = {k: [] for k in kinds}  # kind -> one result per round (None: failed)
+        probes = []
+        for rnd in range(a.rounds):
+            peak = _run("peak", n, a.new)
+            if peak and peak.get("read_gbs"):
+                probes.append(peak["read_gbs"])
+            for k in (kinds if rnd % 2 == 0 else kinds[::-1]):
+                runs[k].append(_run(k, n, a.new))
+        gbs = statistics.median(probes) if probes else None
+        ok = {k: [r for r in rs if r] for k, rs in runs.items()}
+        med = {k: {c: statistics.median(r[c] for r in rs) for c in metrics} | {"weight_bytes": rs[0].get("weight_bytes")}
+               for k, rs in ok.items() if rs}
+        ref = med.get("torch")
+        for k, r in med.items():
+            bound = gbs * 1e9 / r["weight_bytes"] if gbs and r.get("weight_bytes") else None
             b, pct = (f"{bound:.1f}", f"{100 * r['decode'] / bound:.0f}%") if bound else ("-", "-")
-            vs = " / ".join(f"{r[c] / ref[c]:.2f}x" for c in ("prefill_128", "prefill_512", "decode")) \
-                if ref and k != "torch" else "-"
+            vs = " / ".join(f"{r[c] / ref[c]:.2f}x" for c in metrics) if ref and k != "torch" else "-"
             print(f"{k:<10} {n:>3} {r['prefill_128']:>17.1f} {r['prefill_512']:>17.1f} {r['decode']:>13.1f} "
                   f"{b:>12} {pct:>10} {vs:>31}")
+            if a.rounds > 1 and ref and k != "torch":
+                per = [" / ".join(f"{o[c] / t[c]:.2f}" for c in metrics)
+                       for o, t in zip(runs[k], runs["torch"]) if o and t]
+                print(f"{'':<10} {'':>3}   vs torch per round (p128 / p512 / decode): {', '.join(per)}")
         if gbs:
-            print(f"{'(read bandwidth':<10} {n:>3} thread(s): {gbs:.1f} GB/s)")
-
+            each = f" (each round: {', '.join(f'{g:.1f}' for g in probes)})" if len(probes) > 1 else ""
+            print(f"{'(read bandwidth':<10} {n:>3} thread(s): {gbs:.1f} GB/s{each})")
 
 if __name__ == "__main__":
     main()
