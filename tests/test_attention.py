@@ -291,6 +291,27 @@ def test_negative_strides_in_place(isa):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("B,H,T,D", [(1, 3, 150, 40), (2, 2, 70, 64)])
+def test_fused_qkv_views(isa, threads, B, H, T, D):
+    """q, k, v as views into one (B, T, 3·H·D) projection (rows 3·H·D floats apart, as the
+    models pass them; the kernels copy such tiles contiguous): the same bits as contiguous
+    inputs, forward and backward, on 1 and 2 threads (B·H = 3: both backward schemes)."""
+    rng = np.random.default_rng(26)
+    qkv = _randn(rng, B, T, 3, H, D)
+    q, k, v = (qkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
+    assert q.strides[2] == 3 * H * D * 4
+    dout = _randn(rng, B, H, T, D)
+    cont = [np.ascontiguousarray(a) for a in (q, k, v)]
+    for n in (1, 2):
+        threads(n)
+        for causal in (False, True):
+            got = _cpp(q, k, v, dout, causal)
+            want = _cpp(*cont, dout, causal)
+            for a, b in zip((got[0], got[1], *got[2]), (want[0], want[1], *want[2])):
+                np.testing.assert_array_equal(a, b)
+    _assert_close(got, _ref(q, k, v, dout, True))
+
+
 def test_non_unit_last_stride_is_copied(isa):
     rng = np.random.default_rng(22)
     big = _randn(rng, 1, 2, 9, 16)
