@@ -47,6 +47,17 @@ def merge_heads(t: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(t.transpose(0, 2, 1, 3)).reshape(B, T, H * dk)
 
 
+def _merge_heads_into(*ts: np.ndarray) -> np.ndarray:
+    """Per-head tensors (B, H, T, d_k), merged and concatenated along the features:
+    (B, T, n·H·d_k), the layout of a fused projection's output — one copy per tensor
+    instead of a merge then a concatenation."""
+    B, H, T, dk = ts[0].shape
+    out = np.empty((B, T, len(ts), H, dk), dtype=ts[0].dtype)
+    for i, t in enumerate(ts):
+        out[:, :, i] = t.transpose(0, 2, 1, 3)
+    return out.reshape(B, T, len(ts) * H * dk)
+
+
 def additive_mask(mask, causal: bool, Tq: int, Tk: int, dtype) -> np.ndarray | None:
     """The attention mask as an additive float array broadcastable to (B, H, Tq, Tk) (0 = attend,
     -inf = masked), with the same meaning as ops.attention's `mask` / `causal` arguments."""
@@ -118,15 +129,16 @@ class MultiHeadAttention(Module):
         return q, self.k(src), self.v(src)
 
     def _project_backward(self, dq, dk, dv, cross: bool):
-        """Back through the projections: dx, and dmemory for cross-attention (else None)."""
+        """Back through the projections, given dq, dk, dv per head (B, H, T, d_k): dx, and
+        dmemory for cross-attention (else None)."""
         if self.qkv is not None:
-            return self.qkv.backward(np.concatenate([dq, dk, dv], axis=-1)), None
-        dx = self.q.backward(dq)
+            return self.qkv.backward(_merge_heads_into(dq, dk, dv)), None
+        dx = self.q.backward(merge_heads(dq))
         if self.kv is not None:
-            dsrc = self.kv.backward(np.concatenate([dk, dv], axis=-1))
+            dsrc = self.kv.backward(_merge_heads_into(dk, dv))
         else:
-            dsrc = self.k.backward(dk)
-            dsrc += self.v.backward(dv)
+            dsrc = self.k.backward(merge_heads(dk))
+            dsrc += self.v.backward(merge_heads(dv))
         if cross:
             return dx, dsrc
         dx += dsrc  # self-attention: x feeds Q, K and V
@@ -192,5 +204,5 @@ class MultiHeadAttention(Module):
             ds *= scale
             dq = np.matmul(ds, k)                        # dQ = dS K / √d_k
             dk = np.matmul(ds.swapaxes(-1, -2), q)       # dK = dSᵀ Q / √d_k
-        dx, dmem = self._project_backward(merge_heads(dq), merge_heads(dk), merge_heads(dv), cross)
+        dx, dmem = self._project_backward(dq, dk, dv, cross)
         return (dx, dmem) if cross else dx
