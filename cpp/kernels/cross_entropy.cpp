@@ -1,10 +1,11 @@
 // Cross-entropy over logits (N, V) with optional label smoothing, fused with its
-// gradient: one row is read twice (max, then exp) and dlogits written once.
+// gradient: a row is read from memory once (max; the exp and scaling passes find it in
+// L2: 196 KiB at V = 50257) and dlogits written once. The passes are softmax's (rows.h).
 #include <math.h>
 #include <string.h>
 
+#include "rows.h"
 #include "tx/kernels.h"
-#include "vmath.h"
 
 namespace tx {
 namespace TX_ISA_NS {
@@ -13,6 +14,7 @@ namespace {
 // Long rows (V = 50257) are summed in blocks: a SIMD float sum inside each block, the
 // block sums added in double. Keeps the rounding error of Σ exp at ~block-size·ε instead
 // of V·ε, in a fixed order (determinism does not depend on it: one row = one thread).
+// A multiple of every VL, so only the last block has a vector tail.
 constexpr int64_t kBlock = 1024;
 }  // namespace
 
@@ -37,28 +39,25 @@ void cross_entropy(const float* logits, int64_t N, int64_t V, const int64_t* tar
       memset(dx, 0, (size_t)V * sizeof(float));
       continue;
     }
-    // m = max_j x_j (stable softmax). The compare skips NaN here; NaN still reaches
-    // the sum below.
+    // m = max_j x_j (stable softmax). A NaN may or may not win the max; it reaches the
+    // sum below either way.
     const float xt = x[t];
-    float m = -INFINITY;
-#pragma omp simd reduction(max : m)
-    for (int64_t j = 0; j < V; ++j) m = x[j] > m ? x[j] : m;
-
-    // e_j = exp(x_j − m) kept in dx; s = Σ e_j; sx = Σ (x_j − m) (for the ε term).
-    double s = 0.0, sx = 0.0;
-    for (int64_t j0 = 0; j0 < V; j0 += kBlock) {
-      const int64_t j1 = j0 + kBlock < V ? j0 + kBlock : V;
-      float bs = 0.0f, bx = 0.0f;
-#pragma omp simd reduction(+ : bs, bx)
-      for (int64_t j = j0; j < j1; ++j) {
-        const float z = x[j] - m;
-        const float e = tx_exp(z);
-        dx[j] = e;
-        bs += e;
-        bx += z;
+    const float m = max_of_row(x, V);
+    // sx = Σ_j (x_j − m), for the ε term: before the exp pass, which may overwrite x.
+    double sx = 0.0;
+    if (eps != 0.0f) {
+      for (int64_t j0 = 0; j0 < V; j0 += kBlock) {
+        const int64_t n = (j0 + kBlock < V ? j0 + kBlock : V) - j0, nv = n - n % VL;
+        const auto mv = vset1(m);  // (V here is the vocabulary size)
+        float bx = row_sum(nv, [&](int64_t j) { return vsub(vload(x + j0 + j), mv); });
+        for (int64_t j = nv; j < n; ++j) bx += x[j0 + j] - m;
+        sx += bx;
       }
-      s += bs;
-      sx += bx;
+    }
+    // e_j = exp(x_j − m) kept in dx; s = Σ e_j, block by block.
+    double s = 0.0;
+    for (int64_t j0 = 0; j0 < V; j0 += kBlock) {
+      s += exp_shifted_sum(x + j0, m, dx + j0, (j0 + kBlock < V ? j0 + kBlock : V) - j0, 0);
     }
     const double log_s = log(s);  // log Σ exp(x_j − m); one per row
     // −log p_t = log_s − (x_t − m);  −ε/V·Σ_j log p_j = ε·(log_s − sx/V)

@@ -1,0 +1,72 @@
+// Row passes shared by softmax and cross-entropy (both: m = max_j x_j, then
+// e_j = exp(x_j − m) and Σ_j e_j in one pass), on vec.h's vectors. Each ISA variant's
+// translation unit includes it; it opens the variant's namespace itself.
+#pragma once
+
+#include "vec.h"
+#include "vmath.h"
+
+namespace tx {
+namespace TX_ISA_NS {
+namespace {
+
+static inline float max_of_row(const float* x, int64_t n) {
+  const int64_t nv = n - n % VL;
+  float m = row_max(x, nv, -__builtin_inff());  // vec.h
+  for (int64_t j = nv; j < n; ++j) m = m > x[j] ? m : x[j];
+  return m;
+}
+
+// y_j = exp(x_j − m); returns Σ_j y_j, summed as the exps are computed (one pass; the
+// masked tail vector is stored first and its lanes added after the full vectors).
+// Meanwhile it asks for the next row, `ahead` floats on (0: none), of x and of y (for
+// writing: its read-for-ownership), one cache line each per vector of exps: spread over
+// the pass, unlike softmax.cpp's prefetch_row burst, which measured 1.2-1.3x slower for cold rows of
+// 512-3072 floats (1 thread), its prefetches queuing for the L1 fill buffers.
+static inline float exp_shifted_sum(const float* x, float m, float* y, int64_t n, int64_t ahead) {
+  const V mv = vset1(m);
+  const int64_t nv = n - n % VL;
+  // Four accumulators over groups of four vectors, the rest into the first: row_sum's
+  // order (vec.h). The loads run one group ahead of the stores, so that y − x ≡ 16..255
+  // bytes mod 4 KiB (arrays allocated back to back) does not stall them behind the stores
+  // they alias ("4K aliasing": 3x slower, measured; see activation.cpp's map_unary).
+  V acc[4] = {vzero(), vzero(), vzero(), vzero()};
+  int64_t j = 0;
+  if (nv >= 4 * VL) {
+    V a[4];
+    for (int g = 0; g < 4; ++g) a[g] = vload(x + g * VL);
+    for (;; j += 4 * VL) {
+      const bool more = j + 8 * VL <= nv;
+      V e[4];
+      for (int g = 0; g < 4; ++g) {
+        __builtin_prefetch(x + ahead + j + g * VL, 0, 3);
+        __builtin_prefetch(y + ahead + j + g * VL, 1, 3);
+        e[g] = vexp_le89(vsub(a[g], mv));  // x − m <= 0
+      }
+      if (more) {
+        for (int g = 0; g < 4; ++g) a[g] = vload(x + j + (4 + g) * VL);
+      }
+      for (int g = 0; g < 4; ++g) vstore(y + j + g * VL, e[g]), acc[g] = vadd(acc[g], e[g]);
+      if (!more) break;
+    }
+    j += 4 * VL;
+  }
+  for (; j < nv; j += VL) {
+    __builtin_prefetch(x + ahead + j, 0, 3);
+    __builtin_prefetch(y + ahead + j, 1, 3);
+    const V e = vexp_le89(vsub(vload(x + j), mv));
+    vstore(y + j, e);
+    acc[0] = vadd(acc[0], e);
+  }
+  float s = vsum(vadd(vadd(acc[0], acc[1]), vadd(acc[2], acc[3])));
+  if (nv < n) {
+    const int k = (int)(n - nv);
+    vstore_n(y + nv, vexp_le89(vsub(vload_n(x + nv, k), mv)), k);
+    for (int64_t jt = nv; jt < n; ++jt) s += y[jt];
+  }
+  return s;
+}
+
+}  // namespace
+}  // namespace TX_ISA_NS
+}  // namespace tx
