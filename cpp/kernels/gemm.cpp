@@ -91,15 +91,14 @@ constexpr int SK_KB = 8, SD_R = 2, SD_J = 4;
 
 constexpr int NR = NV * VL;
 
-// Software prefetch of the cache line at p into L1 (L2 = true: into L2 only; a hint: never
-// faults). The skinny paths are memory-bound and use it to keep more misses in flight than
-// the hardware prefetchers start on their own (see the GEMV path below for measurements).
-template <bool L2 = false>
+// Software prefetch of the cache line at p into L1 (a hint: never faults). The skinny
+// paths are memory-bound and use it to keep more misses in flight than the hardware
+// prefetchers start on their own (see the GEMV path below for measurements).
 TX_INLINE void prefetch_line(const void* p) {
 #if defined(__AVX2__) || defined(__AVX512F__)
-  _mm_prefetch(static_cast<const char*>(p), L2 ? _MM_HINT_T1 : _MM_HINT_T0);
+  _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0);
 #elif defined(__GNUC__)
-  __builtin_prefetch(p, 0, L2 ? 2 : 3);
+  __builtin_prefetch(p, 0, 3);
 #else
   (void)p;
 #endif
@@ -803,9 +802,19 @@ struct PfLines {
   int64_t n = 0;
 };
 
+TX_INLINE void prefetch_l2(const void* p) {
+#if defined(__AVX2__) || defined(__AVX512F__)
+  _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T1);
+#elif defined(__GNUC__)
+  __builtin_prefetch(p, 0, 2);
+#else
+  (void)p;
+#endif
+}
+
 TX_INLINE void pf_step(PfLines& pf) {
   if (pf.n > 0) {
-    prefetch_line<true>(pf.p);
+    prefetch_l2(pf.p);
     pf.p += 64;
     --pf.n;
   }
