@@ -795,35 +795,11 @@ TX_INLINE uint16_t f32_to_bf16(float f) {
 // (AKS = MR: a packed A sliver; AKS = 1: rows of the caller's A). W: fp32 sliver with
 // row stride PW, or bf16 pair rows (uint32) with row stride PW.
 // Wnext (GEMM, AKS = MR): the sliver the next call reads from memory, prefetched row by
-// row alongside this one (nullptr: none). pf: cache lines to bring into L2 meanwhile (a
-// share of the next block's weights, see pk_gemm), one per k step.
-struct PfLines {
-  const char* p = nullptr;
-  int64_t n = 0;
-};
-
-TX_INLINE void prefetch_l2(const void* p) {
-#if defined(__AVX2__) || defined(__AVX512F__)
-  _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T1);
-#elif defined(__GNUC__)
-  __builtin_prefetch(p, 0, 2);
-#else
-  (void)p;
-#endif
-}
-
-TX_INLINE void pf_step(PfLines& pf) {
-  if (pf.n > 0) {
-    prefetch_l2(pf.p);
-    pf.p += 64;
-    --pf.n;
-  }
-}
-
+// row alongside this one (nullptr: none).
 template <int R, bool BF, int AKS>
 static void pk_tile(int64_t kc, const float* const* ar, const void* W, float* __restrict C, int64_t ldc,
                     int mr, int nr, bool load_c, const float* __restrict bias, const void* Wnext = nullptr,
-                    const float* Cn = nullptr, PfLines pf = PfLines()) {
+                    const float* Cn = nullptr) {
   V c[R][NV];
   tile_init<R, NV>(c, C, ldc, mr, nr, load_c, bias);
   if (Cn) {  // the next call's C tile (see micro_kernel): here all at once, kc steps ahead
@@ -840,11 +816,8 @@ static void pk_tile(int64_t kc, const float* const* ar, const void* W, float* __
     for (int64_t k = 0; k < kc; ++k) {
       if (AKS == 1) {  // skinny: the sliver streams from memory (GEMM: it is in L1/L2)
         TX_UNROLL for (int l = 0; l < NR * 4; l += 64) prefetch_line(w + k * PW + (GEMV_PF + l) / 4);
-      } else {
-        if (Wnext) {
-          TX_UNROLL for (int l = 0; l < NR * 4; l += 64) prefetch_line(static_cast<const float*>(Wnext) + k * PW + l / 4);
-        }
-        pf_step(pf);
+      } else if (Wnext) {
+        TX_UNROLL for (int l = 0; l < NR * 4; l += 64) prefetch_line(static_cast<const float*>(Wnext) + k * PW + l / 4);
       }
       V bv[NV];
       TX_UNROLL for (int v = 0; v < NV; ++v) bv[v] = vload(w + k * PW + v * VL);
@@ -861,12 +834,8 @@ static void pk_tile(int64_t kc, const float* const* ar, const void* W, float* __
       const int64_t k = 2 * r;
       if (AKS == 1) {
         TX_UNROLL for (int l = 0; l < NR * 4; l += 64) prefetch_line(wr + (GEMV_PF + l) / 4);
-      } else {
-        if (Wnext) {
-          TX_UNROLL for (int l = 0; l < NR * 4; l += 64) prefetch_line(static_cast<const uint32_t*>(Wnext) + r * PW + l / 4);
-        }
-        pf_step(pf);
-        pf_step(pf);  // two k steps per pair row
+      } else if (Wnext) {
+        TX_UNROLL for (int l = 0; l < NR * 4; l += 64) prefetch_line(static_cast<const uint32_t*>(Wnext) + r * PW + l / 4);
       }
       {  // k even: low halves (B reloaded from L1 for the odd half: registers are full)
         V bv[NV];
@@ -1112,49 +1081,24 @@ static void pk_gemm(const PackedProblem& P) {
     int64_t m0, m1, n0, n1;
     split.range(part, P.M, P.N, PW, m0, m1, n0, n1);
     float* Ap = scratch + (int64_t)part * a_sz;
-    const int64_t mc_max = balanced(m1 - m0, MC, MR), nc_max = balanced(n1 - n0, NC, PW);  // as outer_loops
     outer_loops(PA, kc_max, m0, m1, n0, n1, PW, Ap,
                 [&](int64_t pc, int64_t kc, int64_t ic, int64_t mc, int64_t jc, int64_t nc) {
       const bool first = pc == 0;
       const bool load_c = !first || P.accumulate;
       const auto sliver = [&](int64_t col) { return pk_sliver(P, col / PW, (int)(col % PW / NR), pc); };
-      // The next block outer_loops runs (K rows [npc, npc + nkc), columns from njc): its
-      // weights come from memory. Each tile of this block brings its share of them into
-      // L2, one line per k step, so that only the very first block waits for memory (at M
-      // = 128 the first row of tiles is a tenth of the work, and one core cannot stream a
-      // sliver per tile). Panel q's K rows are one contiguous run.
-      int64_t njc = jc + nc, npc = pc;
-      if (njc >= n1) {
-        njc = n0;
-        if (ic + mc_max >= m1) npc = pc + kc_max;
-      }
-      const int64_t nkc = npc < P.K ? imin(kc_max, P.K - npc) : 0;
-      const int64_t npanels = ceil_div(imin(nc_max, n1 - njc), PW);
-      const int64_t run_bytes = nkc > 0 ? (const char*)pk_sliver(P, 0, 0, npc + round_up(nkc, 2)) -
-                                              (const char*)pk_sliver(P, 0, 0, npc)
-                                        : 0;
-      const int64_t run_lines = ceil_div(run_bytes, 64), parts = ceil_div(mc, MR) * (PW / NR);
       for (int64_t ir = 0; ir < mc; ir += MR) {
         const float* ar[MR];
         for (int i = 0; i < MR; ++i) ar[i] = Ap + ir * kc + i;
         for (int64_t col = jc; col < jc + nc; col += NR) {
-          // First row of tiles: the slivers come from memory unless the previous block
-          // prefetched them (later rows find them in L2); fetch the next one meanwhile.
+          // First row of tiles: the slivers come from memory (later rows find them in
+          // L2); fetch the next one meanwhile.
           const void* wn = ir == 0 && col + NR < jc + nc ? sliver(col + NR) : nullptr;
-          PfLines pf;
-          const int64_t q = (col - jc) / PW;  // this column's panel in the block -> panel q of the next
-          if (q < npanels) {
-            const int64_t u = (ir / MR) * (PW / NR) + col % PW / NR;  // this tile's share
-            const int64_t l0 = u * run_lines / parts, l1 = (u + 1) * run_lines / parts;
-            pf.p = (const char*)pk_sliver(P, njc / PW + q, 0, npc) + 64 * l0;
-            pf.n = l1 - l0;
-          }
           const int mr = (int)imin(MR, mc - ir);
           with_tile_rows(mr, [&](auto r) {
             pk_tile<decltype(r)::value, BF, MR>(kc, ar, sliver(col), P.C + (ic + ir) * P.ldc + col, P.ldc, mr,
                                                 (int)imin(NR, jc + nc - col), load_c,
                                                 first && P.bias ? P.bias + col : nullptr, wn,
-                                                next_tile(P.C, P.ldc, ic + ir, col, ic, mc, jc, nc, NR), pf);
+                                                next_tile(P.C, P.ldc, ic + ir, col, ic, mc, jc, nc, NR));
           });
         }
       }
