@@ -4,7 +4,7 @@ project's C++ backend, its NumPy backend and PyTorch autograd (if installed), ea
 own process (so two OpenMP runtimes never share the cores, and peak memory is per phase).
 
     python benchmarks/bench_training.py [--threads 1,2] [--dropout 0,0.1] [--steps 5] [--rounds 1 | --interleave]
-                                        [--no-numpy] [--no-torch] [--explicit]
+                                        [--no-numpy] [--no-torch] [--explicit] [--high] [--torch-bf16]
 
 Each configuration runs once without dropout and once with GPT-2's default dropout
 (resid_pdrop = embd_pdrop = attn_pdrop = 0.1; `--dropout` picks the values). Attention
@@ -19,6 +19,11 @@ ratio. `--interleave` instead keeps the cpp and torch processes alive side by si
 lets them take turns step by step (the idle one blocked on a pipe, 0.2 s pause between
 steps so its OpenMP workers stop spinning): both see the same minutes of this drifting VM,
 and the ratio is the median of the per-step-pair ratios (peak RSS is still per process).
+`--high` adds a "cpp-high" phase: ours at matmul precision "high" (fp32 GEMMs as bf16x3 on
+AMX tiles where the CPU has them; tx.set_matmul_precision). `--torch-bf16` adds a
+"torch-bf16" phase: PyTorch with torch.backends.mkldnn.matmul.fp32_precision = "bf16"
+(oneDNN rounds fp32 operands to one bf16 term each: a lower precision than bf16x3). The
+"vs torch" column always compares with the default, IEEE-fp32 "torch" phase.
 A benchmark, not a test.
 """
 from __future__ import annotations
@@ -44,12 +49,16 @@ def _setup_tx(backend: str, threads: int, B: int, T: int, pdrop: float):
     from transformer_ext.models import GPT, GPTConfig
     from transformer_ext.training import AdamW
 
+    precision = "highest"
+    if backend == "cpp-high":  # fp32 GEMMs as bf16x3 on AMX tiles (where present)
+        precision, backend = "high", "cpp"
     if backend == "cpp-explicit":  # attention dropout on the explicit (T, T) path, as before the fused kernel had it
         from transformer_ext.nn.attention import MultiHeadAttention
         MultiHeadAttention.fused_dropout = False
         backend = "cpp"
     tx.set_num_threads(threads)
     tx.set_backend(backend)
+    tx.set_matmul_precision(precision)
     try:
         from threadpoolctl import threadpool_limits
         threadpool_limits(threads)  # NumPy's BLAS, for the numpy backend
@@ -69,13 +78,15 @@ def _setup_tx(backend: str, threads: int, B: int, T: int, pdrop: float):
         model.backward(dlogits)
         opt.step()
         return time.perf_counter() - t0, float(loss)
-    return step, {"isa": tx.get_isa()}
+    return step, {"isa": tx.get_isa(), "amx": precision == "high" and tx.cpu_info()["amx"]}  # GEMMs on tiles
 
 
-def _setup_torch(threads: int, B: int, T: int, pdrop: float):
+def _setup_torch(threads: int, B: int, T: int, pdrop: float, fp32_precision: str = "ieee"):
     import torch
 
     torch.set_num_threads(threads)
+    if fp32_precision != "ieee":
+        torch.backends.mkldnn.matmul.fp32_precision = fp32_precision
     torch.manual_seed(0)
     try:
         from transformers import GPT2Config, GPT2LMHeadModel
@@ -104,8 +115,9 @@ def _child(args) -> None:
     """One phase in this process: `steps` timed steps after a warm-up (the first step warms
     up allocations and caches), or with --serve one step per line read from stdin."""
     try:
-        if args.phase == "torch":
-            step, info = _setup_torch(args.one_thread_count, args.batch, args.seq, args.pdrop)
+        if args.phase in ("torch", "torch-bf16"):
+            step, info = _setup_torch(args.one_thread_count, args.batch, args.seq, args.pdrop,
+                                      "bf16" if args.phase == "torch-bf16" else "ieee")
         else:
             step, info = _setup_tx(args.phase, args.one_thread_count, args.batch, args.seq, args.pdrop)
     except RuntimeError as e:
@@ -185,6 +197,10 @@ def main() -> None:
     ap.add_argument("--explicit", action="store_true",
                     help="with dropout > 0 also time attention dropout on the explicit (T, T) path "
                          "(S, softmax, NumPy mask) instead of the fused kernel")
+    ap.add_argument("--high", action="store_true",
+                    help='also time ours at matmul precision "high" (bf16x3 on AMX tiles where present)')
+    ap.add_argument("--torch-bf16", action="store_true",
+                    help='also time PyTorch with torch.backends.mkldnn.matmul.fp32_precision = "bf16"')
     ap.add_argument("--phase", help=argparse.SUPPRESS)
     ap.add_argument("--one-thread-count", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--pdrop", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -193,7 +209,8 @@ def main() -> None:
     if args.phase:
         return _child(args)
 
-    phases = ["cpp"] + ([] if args.no_numpy else ["numpy"]) + ([] if args.no_torch else ["torch"])
+    phases = (["cpp"] + (["cpp-high"] if args.high else []) + ([] if args.no_numpy else ["numpy"])
+              + ([] if args.no_torch else ["torch"]) + (["torch-bf16"] if args.torch_bf16 and not args.no_torch else []))
     print(f"command: {' '.join([os.path.basename(sys.executable)] + sys.argv)}")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
           f"model: GPT-2 small shape {SHAPE}, B={args.batch}, T={args.seq}, fp32, median of {args.steps} steps, "
@@ -238,7 +255,8 @@ def main() -> None:
         elif torch_runs:
             ratio = f"{statistics.median(r['step_s'] for r in torch_runs) / step_s:.2f}x"
             per_round = " ".join(f"{t['step_s'] / o['step_s']:.2f}" for t, o in zip(torch_runs, ok))
-        rows.append((threads, pdrop, phase + (f" ({ok[0]['isa']})" if "isa" in ok[0] else ""),
+        rows.append((threads, pdrop, phase + (f" ({ok[0]['isa']}{', amx' if ok[0].get('amx') else ''})"
+                                              if "isa" in ok[0] else ""),
                      f"{step_s * 1e3:.0f}", f"{args.batch * args.seq / step_s:.1f}", ratio, per_round,
                      f"{max(r['peak_rss_mb'] for r in ok):.0f}"))
     header = ("threads", "dropout", "implementation", "ms/step", "tokens/s", "vs torch",

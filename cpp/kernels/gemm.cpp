@@ -147,61 +147,15 @@ TX_INLINE void copy_pad(float* __restrict d, const float* __restrict s, int n) {
   }
 }
 
-// Transposing pack: dst[k*LD + i] = src[i*lds + k] for i < rows (zeros for rows <= i < W)
-// and k < kc; W <= VL floats are written per k. Used where a sliver gathers rows of
-// the stored matrix (A not transposed, B transposed): VL×VL register transposes
-// instead of kc·W strided scalar stores.
-#if defined(__AVX512F__)
-TX_INLINE void transpose_vl(V (&r)[VL]) {  // 16×16: unpack, 4×4 shuffles, 128-bit lane moves
-  V t[16];
-  TX_UNROLL for (int i = 0; i < 16; i += 2) {
-    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-  }
-  TX_UNROLL for (int i = 0; i < 16; i += 4) {
-    r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
-    r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
-    r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-    r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
-  }
-  TX_UNROLL for (int i = 0; i < 4; ++i) {
-    t[i] = _mm512_shuffle_f32x4(r[i], r[4 + i], 0x88);
-    t[4 + i] = _mm512_shuffle_f32x4(r[i], r[4 + i], 0xDD);
-    t[8 + i] = _mm512_shuffle_f32x4(r[8 + i], r[12 + i], 0x88);
-    t[12 + i] = _mm512_shuffle_f32x4(r[8 + i], r[12 + i], 0xDD);
-  }
-  TX_UNROLL for (int i = 0; i < 8; ++i) {
-    r[i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0x88);
-    r[8 + i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0xDD);
-  }
-}
-#define TX_HAVE_TRANSPOSE 1
-#elif defined(__AVX2__)
-TX_INLINE void transpose_vl(V (&r)[VL]) {  // 8×8: unpack, 4×4 shuffles, 128-bit halves
-  V t[8], s[8];
-  TX_UNROLL for (int i = 0; i < 8; i += 2) {
-    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
-    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
-  }
-  TX_UNROLL for (int i = 0; i < 8; i += 4) {
-    s[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
-    s[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
-    s[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-    s[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
-  }
-  TX_UNROLL for (int i = 0; i < 4; ++i) {
-    r[i] = _mm256_permute2f128_ps(s[i], s[4 + i], 0x20);
-    r[4 + i] = _mm256_permute2f128_ps(s[i], s[4 + i], 0x31);
-  }
-}
-#define TX_HAVE_TRANSPOSE 1
-#endif
-
 // The transposing pack reads VL floats from each of up to VL rows per step; the hardware
 // prefetchers follow that many strided streams poorly: prefetch PACK_PF floats ahead in
 // each row (measured on Sapphire Rapids, 1 thread: ~+10% for the pack).
 constexpr int64_t PACK_PF = 64;
 
+// Transposing pack: dst[k*LD + i] = src[i*lds + k] for i < rows (zeros for rows <= i < W)
+// and k < kc; W <= VL floats are written per k. Used where a sliver gathers rows of
+// the stored matrix (A not transposed, B transposed): VL×VL register transposes
+// (transpose_vl, vec.h) instead of kc·W strided scalar stores.
 template <int W, int LD>
 TX_INLINE void pack_transposed(const float* __restrict src, int64_t lds, int rows, int64_t kc,
                                float* __restrict dst) {
@@ -1116,6 +1070,12 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const flo
   if (K <= 0) return gemm_init_only(P);
   if (trans_b && M <= SKINNY_M_DOT) return gemm_skinny_tb(P);
   if (!trans_b && M <= SKINNY_M_STREAM) return gemm_skinny(P);
+#if defined(__AVX512F__)
+  // Matmul precision "high" (opt-in) on a CPU with AMX tiles: bf16x3 products (gemm_amx.cpp).
+  if (amx::fast_f32() && amx::usable()) {
+    return amx::f32_gemm(trans_a, trans_b, M, N, K, A, lda, B, ldb, bias, C, ldc, accumulate);
+  }
+#endif
   gemm_packed(P);
 }
 
@@ -1183,6 +1143,10 @@ void gemm_prepacked(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda
   // bf16 weights on a CPU with AMX tiles: ~2x this path (gemm_amx.cpp; its numerics there).
   if (bf && amx::usable()) {
     return amx::bf16_gemm(M, N, K, A, lda, static_cast<const uint16_t*>(Wp), bias, C, ldc, accumulate);
+  }
+  // fp32 weights at matmul precision "high" (opt-in): bf16x3 on the tiles.
+  if (!bf && amx::fast_f32() && amx::usable()) {
+    return amx::f32_gemm_prepacked(M, N, K, A, lda, static_cast<const float*>(Wp), bias, C, ldc, accumulate);
   }
 #endif
   if (bf) return pk_gemm<true>(P);

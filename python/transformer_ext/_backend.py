@@ -122,6 +122,34 @@ def get_isa() -> str:
     return core.get_isa() if core is not None else "none"
 
 
+_PRECISIONS = ("highest", "high")
+
+
+def set_matmul_precision(precision: str) -> None:
+    """Internal precision of float32 matrix products, as torch.set_float32_matmul_precision.
+
+    "highest" (default): IEEE float32 FMAs. "high": on a CPU with AMX tiles (Intel Sapphire
+    Rapids and later), float32 GEMMs past the small-M paths (more than 32 rows, 64 with a
+    transposed B, 16 with pre-packed weights: those stay memory-bound FMA code) split each
+    operand into two bfloat16 terms, a = a_hi + a_lo, and sum a_lo·b_hi + a_hi·b_hi +
+    a_hi·b_lo in float32 on the tiles ("bf16x3": about 16 significant bits per operand; the
+    error is <= 2^-16·Σ|a||b| plus float32's summation error) — up to about twice as fast on
+    training- and pre-fill-sized products. Elsewhere "high" computes as "highest". Inputs and
+    outputs stay float32; an inf input may give NaN where float32 gives ±inf. Attention's
+    products are not affected. Process-wide; env TX_MATMUL_PRECISION sets it at import.
+    """
+    if precision not in _PRECISIONS:
+        raise ValueError(f"set_matmul_precision: precision must be one of {_PRECISIONS}, got {precision!r}")
+    global _precision
+    _precision = precision
+    if core is not None:
+        core.set_fast_f32(precision == "high")
+
+
+def get_matmul_precision() -> str:
+    return _precision
+
+
 def supported_isas() -> list[str]:
     """Variants this CPU and build can run, lowest first."""
     if core is None:
@@ -141,6 +169,8 @@ def cpu_info() -> dict:
         "openmp": bool(core.has_openmp()) if core is not None else False,
         # bf16 pre-packed GEMMs with more than 16 rows (prompt pre-fill) on AMX tiles
         "amx": bool(core.amx_active()) if core is not None else False,
+        # "high": fp32 GEMMs as bf16x3 on AMX tiles where amx is True (set_matmul_precision)
+        "matmul_precision": get_matmul_precision(),
         "core_error": None if _core_error is None else str(_core_error),
     }
 
@@ -155,3 +185,6 @@ if core is not None:
     # (results then equal the fp32 computation on bf16-rounded weights bit for bit).
     if os.environ.get("TX_AMX", "").strip() == "0":
         core.set_amx(False)
+_precision = "highest"
+if os.environ.get("TX_MATMUL_PRECISION", "").strip():
+    set_matmul_precision(os.environ["TX_MATMUL_PRECISION"].strip().lower())
