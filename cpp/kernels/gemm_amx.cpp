@@ -357,7 +357,9 @@ void tile_gemm(int64_t M, int64_t N, int64_t K, const Panels& B, PackA pack_a, P
   // chunk at 256 rows instead of 64, so B streams from L3 4x less often (512x3072x768,
   // cold weights: median 244 -> 344 GFLOP/s over three interleaved runs).
   const int64_t nkb = (KB + KB_MAX - 1) / KB_MAX, kbs = (KB + nkb - 1) / nkb;  // balanced K blocks
-  const int64_t group = imin64(GROUP_MAX, imax64(1, (int64_t)(TX_AMX_B_KB << 10) / (kbs * 16 * 4 * PW)));
+  const int64_t b_terms = B.lo ? 2 : 1;  // fp32 B: hi and lo panels share the B budget
+  const int64_t group =
+      imin64(GROUP_MAX, imax64(1, (int64_t)(TX_AMX_B_KB << 10) / (b_terms * kbs * 16 * 4 * PW)));
   const int64_t chunk = imin64(imax64(1, (int64_t)(TX_AMX_A_KB << 10) / (32 * 4 * kbs * 32)),
                                imax64(1, (int64_t)(TX_AMX_C_KB << 10) / (group * 4096)));
   const int nt = threads_for(M * N * K / 8);
@@ -422,11 +424,26 @@ void tile_gemm(int64_t M, int64_t N, int64_t K, const Panels& B, PackA pack_a, P
   free(cbuf_all);
 }
 
-// bf16 scratch of n elements, 64-byte aligned.
-uint16_t* bf16_alloc(size_t n) {
-  void* p = aligned_alloc(64, (n * sizeof(uint16_t) + 63) & ~(size_t)63);
-  if (!p) throw std::bad_alloc();
-  return static_cast<uint16_t*>(p);
+// The packed operands (bf16 hi and lo terms of A and of B), n elements, 64-byte aligned:
+// one grow-only buffer per calling thread, kept between calls. Allocated per call, a
+// training step's large operands (the LM head's 50257×768 weight: 150 MiB packed) were
+// fresh mmaps every time, and their page faults cost ~15% of the product on 2 threads.
+uint16_t* workspace(size_t n) {
+  struct Buffer {
+    void* p = nullptr;
+    size_t bytes = 0;
+    ~Buffer() { free(p); }
+  };
+  thread_local Buffer buf;
+  const size_t bytes = (n * sizeof(uint16_t) + 63) & ~(size_t)63;
+  if (bytes > buf.bytes) {
+    free(buf.p);
+    buf.p = nullptr, buf.bytes = 0;
+    buf.p = aligned_alloc(64, bytes);
+    if (!buf.p) throw std::bad_alloc();
+    buf.bytes = bytes;
+  }
+  return static_cast<uint16_t*>(buf.p);
 }
 
 }  // namespace
@@ -440,17 +457,11 @@ void bf16_gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, con
                const float* bias, float* C, int64_t ldc, bool accumulate) {
   const int64_t KB = (K + 31) / 32, K2 = (K + 1) / 2, RB = (M + 31) / 32 * 2;
   const size_t a_elems = (size_t)(RB * KB * TILE);
-  uint16_t* Ah = bf16_alloc(2 * a_elems);
+  uint16_t* Ah = workspace(2 * a_elems);
   uint16_t* Al = Ah + a_elems;
   const Panels B{Wp, nullptr, K2 * 2 * PW, K2, K2 / 16};
-  try {
-    tile_gemm(M, N, K, B, [&](int64_t r0, int64_t r1) { pack_rows(false, A, lda, M, K, KB, r0, r1, Ah, Al); },
-              [](int64_t, int64_t) {}, Ah, Al, bias, C, ldc, accumulate);
-  } catch (...) {
-    free(Ah);
-    throw;
-  }
-  free(Ah);
+  tile_gemm(M, N, K, B, [&](int64_t r0, int64_t r1) { pack_rows(false, A, lda, M, K, KB, r0, r1, Ah, Al); },
+            [](int64_t, int64_t) {}, Ah, Al, bias, C, ldc, accumulate);
 }
 
 // f32_gemm and f32_gemm_prepacked: op(B) from B (ldb, trans_b) or, with pstride = K·32,
@@ -460,18 +471,12 @@ static void f32_tiles(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t 
                       bool accumulate) {
   const int64_t KB = (K + 31) / 32, RB = (M + 31) / 32 * 2, panels = (N + PW - 1) / PW;
   const size_t a_elems = (size_t)(RB * KB * TILE), panel = (size_t)(KB * 16 * 2 * PW);
-  uint16_t* Ah = bf16_alloc(2 * a_elems + 2 * panels * panel);
+  uint16_t* Ah = workspace(2 * a_elems + 2 * panels * panel);
   uint16_t *Al = Ah + a_elems, *Bh = Al + a_elems, *Bl = Bh + panels * panel;
   const Panels P{Bh, Bl, (int64_t)panel, KB * 16, KB};
-  try {
-    tile_gemm(M, N, K, P, [&](int64_t r0, int64_t r1) { pack_rows(trans_a, A, lda, M, K, KB, r0, r1, Ah, Al); },
-              [&](int64_t p0, int64_t p1) { pack_panels(trans_b, B, ldb, pstride, K, N, KB, p0, p1, Bh, Bl); },
-              Ah, Al, bias, C, ldc, accumulate);
-  } catch (...) {
-    free(Ah);
-    throw;
-  }
-  free(Ah);
+  tile_gemm(M, N, K, P, [&](int64_t r0, int64_t r1) { pack_rows(trans_a, A, lda, M, K, KB, r0, r1, Ah, Al); },
+            [&](int64_t p0, int64_t p1) { pack_panels(trans_b, B, ldb, pstride, K, N, KB, p0, p1, Bh, Bl); },
+            Ah, Al, bias, C, ldc, accumulate);
 }
 
 void f32_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
