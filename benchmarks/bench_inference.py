@@ -7,6 +7,12 @@ in its own process, with 1 and 2 threads — and, per row, the memory-bandwidth 
 weight bytes that row reads per token / read bandwidth (transformer_ext.bench's probe).
 
     python benchmarks/bench_inference.py [--threads 1,2] [--new 128] [--rounds R] [--no-numpy] [--no-torch]
+                                         [--high] [--torch-bf16]
+
+`--high` adds "cpp-fp32-hi": fp32 weights at matmul precision "high" (pre-fill GEMMs as bf16x3
+on AMX tiles where present; decoding's GEMVs are unchanged). `--torch-bf16` adds "torch-bf16":
+PyTorch with torch.backends.mkldnn.matmul.fp32_precision = "bf16" (one bf16 term per operand).
+Ratios are always against the default, IEEE-fp32 "torch" row.
 
 This VM's speed drifts between phases (up to 2x over minutes): `--rounds R` runs every phase R
 times, reversing the order of the phases every other round, and reports per row the median
@@ -29,13 +35,14 @@ PROMPTS = (128, 512)
 DECODE_PROMPT = 16
 
 
-def _phase_tx(backend: str, threads: int, new: int, pack: str | None = None) -> dict:
+def _phase_tx(backend: str, threads: int, new: int, pack: str | None = None, precision: str = "highest") -> dict:
     import numpy as np
 
     import transformer_ext as tx
     from transformer_ext.generation.kv_cache import GPTCache
     from transformer_ext.models import GPT, GPTConfig
     tx.set_num_threads(threads)
+    tx.set_matmul_precision(precision)
     m = GPT(GPTConfig(**SHAPE, seed=0))
     m.eval()
     rng = np.random.default_rng(0)
@@ -70,10 +77,12 @@ def _phase_tx(backend: str, threads: int, new: int, pack: str | None = None) -> 
     return out
 
 
-def _phase_torch(threads: int, new: int) -> dict:
+def _phase_torch(threads: int, new: int, fp32_precision: str = "ieee") -> dict:
     import torch
     import transformers as tr
     torch.set_num_threads(threads)
+    if fp32_precision != "ieee":
+        torch.backends.mkldnn.matmul.fp32_precision = fp32_precision
     torch.manual_seed(0)
     cfg = tr.GPT2Config(**SHAPE)
     m = tr.GPT2LMHeadModel(cfg).eval()
@@ -122,12 +131,14 @@ def _run(kind: str, threads: int, new: int) -> dict | None:
 
 
 def _dispatch(kind: str, threads: int, new: int) -> dict:
+    if kind == "cpp-fp32-hi":
+        return _phase_tx("cpp", threads, new, pack="fp32", precision="high")
     if kind.startswith("cpp-"):
         return _phase_tx("cpp", threads, new, pack=kind[4:])
     if kind == "numpy":
         return _phase_tx("numpy", threads, new)
-    if kind == "torch":
-        return _phase_torch(threads, new)
+    if kind in ("torch", "torch-bf16"):
+        return _phase_torch(threads, new, "bf16" if kind == "torch-bf16" else "ieee")
     return _phase_peak(threads)
 
 
@@ -140,13 +151,17 @@ def main(argv=None) -> None:
                          "and each round's ratio against torch")
     ap.add_argument("--no-numpy", action="store_true")
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--high", action="store_true",
+                    help='also run fp32 weights at matmul precision "high" (bf16x3 on AMX tiles where present)')
+    ap.add_argument("--torch-bf16", action="store_true",
+                    help='also run PyTorch with torch.backends.mkldnn.matmul.fp32_precision = "bf16"')
     a = ap.parse_args(argv)
-    kinds = ["cpp-fp32", "cpp-bf16"] + ([] if a.no_numpy else ["numpy"])
+    kinds = ["cpp-fp32"] + (["cpp-fp32-hi"] if a.high else []) + ["cpp-bf16"] + ([] if a.no_numpy else ["numpy"])
     if not a.no_torch:
         try:
             import torch  # noqa: F401
             import transformers  # noqa: F401
-            kinds.append("torch")
+            kinds += ["torch"] + (["torch-bf16"] if a.torch_bf16 else [])
         except ImportError:
             print("(PyTorch eager skipped: torch + transformers not installed)")
     import platform
@@ -159,8 +174,8 @@ def main(argv=None) -> None:
           "bound = weight bytes read per token / measured read bandwidth; "
           f"median over {a.rounds} round(s)")
     print(f"machine: {platform.machine()}, {os.cpu_count()} logical CPUs; isa={info['isa']}; "
-          f"amx={info['amx']} (True: cpp-bf16 pre-fill runs its GEMMs on AMX tiles)")
-    print(f"{'backend':<10} {'thr':>3} {'prefill128 tok/s':>17} {'prefill512 tok/s':>17} {'decode tok/s':>13} "
+          f"amx={info['amx']} (True: cpp-bf16 and cpp-fp32-hi pre-fill run their GEMMs on AMX tiles)")
+    print(f"{'backend':<11} {'thr':>3} {'prefill128 tok/s':>17} {'prefill512 tok/s':>17} {'decode tok/s':>13} "
           f"{'bound tok/s':>12} {'% of bound':>10} {'vs torch: p128 / p512 / decode':>31}")
     metrics = ("prefill_128", "prefill_512", "decode")
     for n in [int(t) for t in a.threads.split(",")]:
@@ -181,7 +196,7 @@ def main(argv=None) -> None:
             bound = gbs * 1e9 / r["weight_bytes"] if gbs and r.get("weight_bytes") else None
             b, pct = (f"{bound:.1f}", f"{100 * r['decode'] / bound:.0f}%") if bound else ("-", "-")
             vs = " / ".join(f"{r[c] / ref[c]:.2f}x" for c in metrics) if ref and k != "torch" else "-"
-            print(f"{k:<10} {n:>3} {r['prefill_128']:>17.1f} {r['prefill_512']:>17.1f} {r['decode']:>13.1f} "
+            print(f"{k:<11} {n:>3} {r['prefill_128']:>17.1f} {r['prefill_512']:>17.1f} {r['decode']:>13.1f} "
                   f"{b:>12} {pct:>10} {vs:>31}")
             if a.rounds > 1 and ref and k != "torch":
                 per = [" / ".join(f"{o[c] / t[c]:.2f}" for c in metrics)
