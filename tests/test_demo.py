@@ -67,6 +67,24 @@ def test_train_command_and_resume(tmp_path, capsys, one_thread):
     assert len(json.loads((tmp_path / "run" / "history.json").read_text())["train"]) == 6
 
 
+def test_train_command_matmul_precision(tmp_path, one_thread):
+    """--matmul-precision sets tx's process-wide precision for the run (restored here)."""
+    import transformer_ext as tx
+    data = tmp_path / "a.txt"
+    data.write_text("To be, or not to be, that is the question:\n" * 200, encoding="utf-8")
+    argv = ["--data", str(data), "--out", str(tmp_path / "run"), "--block-size", "32", "--batch-size", "4",
+            "--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--progress", "none", "--steps", "2"]
+    before = tx.get_matmul_precision()
+    try:
+        assert run_command(TRAIN_COMMAND, argv + ["--matmul-precision", "high"]) == 0
+        assert tx.get_matmul_precision() == "high"
+        assert len(json.loads((tmp_path / "run" / "history.json").read_text())["train"]) == 2
+    finally:
+        tx.set_matmul_precision(before)
+    with pytest.raises(SystemExit):
+        run_command(TRAIN_COMMAND, argv + ["--matmul-precision", "medium"])
+
+
 def test_train_command_errors(tmp_path, capsys):
     rc = run_command(TRAIN_COMMAND, ["--data", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "o")])
     assert rc == 2 and "no such data file" in capsys.readouterr().err

@@ -116,10 +116,16 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=_top_p, default=None, metavar="P")
     p.add_argument("--beams", type=_positive_int, default=1, metavar="B", help="beam search with B beams (no streaming)")
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="weight precision (default fp32)")
+    p.add_argument("--matmul-precision", choices=("highest", "high"), default=None,
+                   help='fp32 prompt pre-fill GEMMs: "highest" (IEEE fp32, the default) or "high" (bf16x3 on AMX '
+                        "tiles where present; see tx.set_matmul_precision)")
     p.add_argument("--seed", type=int, default=None)
 
 
 def _run(args) -> int:
+    if args.matmul_precision:
+        import transformer_ext as tx
+        tx.set_matmul_precision(args.matmul_precision)
     try:
         return run_generate(args)
     except (FileNotFoundError, ValueError, NotImplementedError) as exc:

@@ -72,6 +72,9 @@ def loop_args(p: argparse.ArgumentParser, d: dict) -> None:
                    help=f"steps between checkpoints (default {d['checkpoint_interval']}; one is always written at the end)")
     g.add_argument("--seed", type=int, default=0, help="seed of the initialisation, dropout and batches (default 0)")
     g.add_argument("--threads", type=_positive_int, help="kernel threads (default: tx.get_num_threads())")
+    g.add_argument("--matmul-precision", choices=("highest", "high"), default=None,
+                   help='fp32 GEMMs: "highest" (IEEE fp32, the default) or "high" (bf16x3 on AMX tiles where '
+                        "the CPU has them: ~16 significant bits per operand, faster; see tx.set_matmul_precision)")
     g.add_argument("--progress", choices=("auto", "tqdm", "plain", "none"), default="auto",
                    help="progress display: tqdm when installed (auto), one line per interval (plain), none")
 
@@ -135,6 +138,8 @@ def _run_train(args) -> int:
     import transformer_ext as tx
     if args.threads:
         tx.set_num_threads(args.threads)
+    if args.matmul_precision:
+        tx.set_matmul_precision(args.matmul_precision)
     try:
         ids = read_corpus(args.data, args.lowercase)
         steps = args.steps if args.steps or args.minutes else 1000
