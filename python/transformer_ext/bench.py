@@ -393,6 +393,7 @@ def format_machine(info: dict, peaks: dict) -> str:
         f"cores, {info['logical_cpus']} logical CPUs; {info['platform']}",
         f"tx      : isa={tx['isa']} (best {tx['best_isa']}), threads={tx['num_threads']}, openmp={tx['openmp']}, "
         f"amx={tx.get('amx', False)} (bf16 GEMMs > 16 rows on AMX tiles), "
+        f"matmul_precision={tx.get('matmul_precision', 'highest')} (\"high\": fp32 GEMMs as bf16x3 on AMX), "
         f"features={','.join(tx['features']) or '-'}",
         f"numpy   : {info['numpy']}",
     ]
