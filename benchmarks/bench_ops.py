@@ -3,7 +3,7 @@
 
     python benchmarks/bench_ops.py [--quick] [--ops matmul,attention] [--threads 1,2] [--json FILE]
     python benchmarks/bench_ops.py --gemv [--threads 1,2] [--repeats N]   # decode GEMV, cold weights
-    python benchmarks/bench_ops.py --gemm [--threads 1,2] [--repeats N] [--quick]
+    python benchmarks/bench_ops.py --gemm [--threads 1,2] [--repeats N] [--quick] [--high]
 
 Reuses transformer_ext.bench (cases, timing, roofline) and adds a torch column when
 torch is importable (torch.set_num_threads matches each thread count). Softmax, layer norm
@@ -359,11 +359,19 @@ GEMM_COLUMNS = [
     ("ours %FMA", 9, lambda r: f"{100 * r['gflops']['ours'] / r['fma_gflops']:.0f}%" if r["fma_gflops"] else "-"),
     ("best GF/s: ours/numpy/torch", 27, lambda r: " / ".join(_gemm_gf(r, k, "best_gflops") for k in GEMM_VARIANTS)),
 ]
+# --high: ours at matmul precision "high" (bf16x3 on AMX tiles where present) as a fourth variant
+GEMM_HIGH_COLUMNS = [
+    ("ours-hi GF/s", 12, lambda r: _gemm_gf(r, "ours-hi")),
+    ("hi/ours", 7, lambda r: f"{r['median_s']['ours'] / r['median_s']['ours-hi']:.2f}x"),
+    ("hi/torch", 8, lambda r: f"{r['median_s']['torch'] / r['median_s']['ours-hi']:.2f}x" if "torch" in r["median_s"]
+     else "-"),
+]
 
 
-def run_gemm(threads, repeats, min_time, peaks, shapes=GEMM_SHAPES, use_torch=True) -> list[dict]:
+def run_gemm(threads, repeats, min_time, peaks, shapes=GEMM_SHAPES, use_torch=True, high=False) -> list[dict]:
     """Round-robin GEMM table (ours via _core.gemm, np.matmul, torch.matmul, all with a
-    preallocated output); returns one dict per (shape, threads)."""
+    preallocated output; with `high` also ours at matmul precision "high"); returns one dict
+    per (shape, threads)."""
     from transformer_ext import _backend
     core = _backend.core
     torch = None
@@ -372,19 +380,29 @@ def run_gemm(threads, repeats, min_time, peaks, shapes=GEMM_SHAPES, use_torch=Tr
     blas = bench._BlasThreads()
     rng = np.random.default_rng(0)
     rows = []
-    print(bench.format_header(GEMM_COLUMNS), flush=True)
+    columns = GEMM_COLUMNS + (GEMM_HIGH_COLUMNS if high else [])
+    print(bench.format_header(columns), flush=True)
     saved = _backend.get_num_threads(), torch.get_num_threads() if torch else None
     try:
         for M, K, N, ta, tb in shapes:
             a = bench._f32(rng, *((K, M) if ta else (M, K)))
             b = bench._f32(rng, *((N, K) if tb else (K, N)), scale=K ** -0.5)
-            c = {k: np.empty((M, N), np.float32) for k in GEMM_VARIANTS}
+            c = {k: np.empty((M, N), np.float32) for k in GEMM_VARIANTS + ("ours-hi",)}
             op = lambda x, t: x.T if t else x  # what a NumPy / torch user writes
             fns = {"ours": lambda: core.gemm(a, b, None, c["ours"], ta, tb, False),
                    "numpy": lambda: np.matmul(op(a, ta), op(b, tb), out=c["numpy"])}
             if torch is not None:
                 t_a, t_b, t_c = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(c["torch"])
                 fns["torch"] = lambda: torch.matmul(op(t_a, ta), op(t_b, tb), out=t_c)
+            if high:
+                def ours_high():
+                    before = _backend.get_matmul_precision()
+                    _backend.set_matmul_precision("high")
+                    try:
+                        core.gemm(a, b, None, c["ours-hi"], ta, tb, False)
+                    finally:
+                        _backend.set_matmul_precision(before)
+                fns["ours-hi"] = ours_high
             for n in threads:
                 _backend.set_num_threads(n)
                 if torch is not None:
@@ -402,9 +420,11 @@ def run_gemm(threads, repeats, min_time, peaks, shapes=GEMM_SHAPES, use_torch=Tr
                 err = float(np.max(np.abs(c["ours"] - c["numpy"])))
                 row["max_abs_diff_vs_numpy"] = err
                 rows.append(row)
-                print(bench.format_row(row, GEMM_COLUMNS), flush=True)
+                print(bench.format_row(row, columns), flush=True)
                 if not err <= 1e-4 * math.sqrt(K):
                     print(f"warning: ours differs from NumPy by up to {err:.3g}", flush=True)
+                if high and not float(np.max(np.abs(c["ours-hi"] - c["numpy"]))) <= 2.0**-12 * math.sqrt(K):
+                    print("warning: ours-hi is further from NumPy than bf16x3's error allows", flush=True)
             del a, b, c, fns
             gc.collect()
     finally:
@@ -440,7 +460,7 @@ def main_gemm(args, threads) -> int:
           f"{min_time * 1e3:.0f} ms each; threads {threads} (NumPy's BLAS and torch limited to the same)")
     print("columns : GF/s = 2·M·K·N / median time; ours/x = x's median time / ours (> 1: ours faster)\n", flush=True)
     shapes = [s for s in GEMM_SHAPES if not (args.quick and s[0] >= 2048)]
-    rows = run_gemm(threads, repeats, min_time, peaks, shapes, use_torch=not args.no_torch)
+    rows = run_gemm(threads, repeats, min_time, peaks, shapes, use_torch=not args.no_torch, high=args.high)
     if args.json_path:
         with open(args.json_path, "w") as fh:
             json.dump({"machine": info, "peaks": {str(k): v for k, v in peaks.items()}, "repeats": repeats,
@@ -461,6 +481,8 @@ def main(argv=None) -> int:
                     help="only the decode GEMV table with weights from DRAM (see the module docstring)")
     ap.add_argument("--gemm", action="store_true",
                     help="only the GEMM table, round-robin vs NumPy and torch (see the module docstring)")
+    ap.add_argument("--high", action="store_true",
+                    help='with --gemm: also ours at matmul precision "high" (bf16x3 on AMX tiles where present)')
     args = ap.parse_args(argv)
 
     try:
