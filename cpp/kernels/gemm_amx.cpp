@@ -31,9 +31,10 @@
 // a_hi·b_lo. Left out: a_lo·b_lo and the two split errors, each <= 2^-18·|a||b|, so the
 // result is within 2^-16·Σ|a||b| + the fp32 summation bound of the exact product
 // (tests/test_matmul_precision.py) — ~16 significant bits per operand instead of 24, for
-// about 2x the FP32 FMA rate at training shapes (1.5x the tile work of bf16_gemm, plus
-// packing op(A) and op(B) per call: both are packed whole by the team before the tiles run;
-// transposed operands go through 16×16 register transposes).
+// 1.2-2.5x the FP32 FMA path's rate at transformer shapes here (benchmarks/bench_ops.py
+// --gemm --high; it swings with the VM's state). 1.5x the tile work of bf16_gemm, plus
+// packing op(A) and op(B) per call: both are packed whole by the team before the tiles run,
+// into a per-thread workspace; transposed operands go through 16×16 register transposes.
 // Each C element is summed by one thread in a fixed order: results do not depend on the
 // thread count.
 #include "tx/amx.h"
