@@ -20,7 +20,8 @@ from transformer_ext.training import AdamW
 from conftest import needs_core
 
 U = 2.0**-24
-# M > 64 so that every transpose combination takes the packed (here: tile) path; K and N
+# M > 64 so that every transpose combination takes the tile path (M >= 48 and past the
+# skinny paths: M > 32, or 64 with a transposed B); K and N
 # around the tiles' 32-k chunks and 32-column panels, M around their 32-row blocks.
 SHAPES = [(65, 1, 1), (65, 31, 17), (96, 32, 32), (97, 33, 33), (100, 64, 100), (129, 65, 31),
           (70, 768, 50), (200, 100, 300)]
@@ -97,9 +98,9 @@ def test_high_gemm_within_bound(high, threads, ta, tb):
 @needs_core
 @pytest.mark.parametrize("transpose_w", [False, True])
 def test_high_prepacked_within_bound(high, threads, transpose_w):
-    """fp32 weights pre-packed by pack_weight (eval forwards): M > 16 goes to the tiles."""
+    """fp32 weights pre-packed by pack_weight (eval forwards): M >= 48 goes to the tiles."""
     rng = np.random.default_rng(11)
-    for M, K, N in [(17, 1, 1), (33, 31, 33), (64, 65, 100), (100, 768, 70)]:
+    for M, K, N in [(48, 1, 1), (49, 31, 33), (64, 65, 100), (100, 768, 70)]:
         w = rng.standard_normal((N, K) if transpose_w else (K, N), dtype=np.float32)
         x = rng.standard_normal((M, K + 3), dtype=np.float32)[:, 1:-2]
         b = rng.standard_normal(N, dtype=np.float32)

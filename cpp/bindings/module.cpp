@@ -49,7 +49,7 @@ PYBIND11_MODULE(_core, m) {
         "Allow (default) or forbid the AMX path; tests compare it with the AVX-512 path.");
   m.def("set_fast_f32", &tx::amx::set_fast_f32, py::arg("on"),
         "Matmul precision 'high' (on) or 'highest' (off, default): whether fp32 gemm() calls past\n"
-        "the skinny paths (M > 32, or > 64 with trans_b) run on AMX tiles as three bf16 products\n"
+        "the skinny paths (M >= 48, and > 64 with trans_b) run on AMX tiles as three bf16 products\n"
         "(tx/amx.h). No effect without AMX.");
   m.def("fast_f32", &tx::amx::fast_f32);
   bind_gemm(m);

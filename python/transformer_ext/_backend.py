@@ -129,9 +129,9 @@ def set_matmul_precision(precision: str) -> None:
     """Internal precision of float32 matrix products, as torch.set_float32_matmul_precision.
 
     "highest" (default): IEEE float32 FMAs. "high": on a CPU with AMX tiles (Intel Sapphire
-    Rapids and later), float32 GEMMs past the small-M paths (more than 32 rows, 64 with a
-    transposed B, 16 with pre-packed weights: those stay memory-bound FMA code) split each
-    operand into two bfloat16 terms, a = a_hi + a_lo, and sum a_lo·b_hi + a_hi·b_hi +
+    Rapids and later), float32 GEMMs of 48 rows or more (more than 64 with a transposed B;
+    smaller ones stay on the FMA paths) split each operand into two bfloat16 terms,
+    a = a_hi + a_lo, and sum a_lo·b_hi + a_hi·b_hi +
     a_hi·b_lo in float32 on the tiles ("bf16x3": about 16 significant bits per operand; the
     error is <= 2^-16·Σ|a||b| plus float32's summation error) — up to about twice as fast on
     training- and pre-fill-sized products. Elsewhere "high" computes as "highest". Inputs and

@@ -15,7 +15,7 @@ namespace amx {
 bool usable();
 void set_allowed(bool allowed);  // tests compare the AMX and the AVX-512 paths with it
 
-// Matmul precision "high" (off by default): fp32 GEMMs with more rows than the skinny
+// Matmul precision "high" (off by default): fp32 GEMMs of >= 48 rows, more than the skinny
 // paths take, plain or with pre-packed weights, run on the tiles as three bf16 products
 // per term (f32_gemm, f32_gemm_prepacked).
 void set_fast_f32(bool on);
