@@ -1,5 +1,7 @@
 // Runtime CPU-feature detection and variant selection.
 #include <atomic>
+#include <cstdlib>
+#include <new>
 #include <stdexcept>
 #include <string>
 
@@ -139,6 +141,26 @@ int num_threads() {
 void set_num_threads(int n) {
   if (n < 1) throw std::invalid_argument("set_num_threads: n must be >= 1, got " + std::to_string(n));
   g_threads.store(n, std::memory_order_relaxed);
+}
+
+void* thread_scratch(int slot, size_t bytes) {
+  struct Buffers {
+    void* p[SCRATCH_SLOTS] = {};
+    size_t bytes[SCRATCH_SLOTS] = {};
+    ~Buffers() {
+      for (void* q : p) std::free(q);
+    }
+  };
+  thread_local Buffers buf;
+  bytes = ((bytes > 0 ? bytes : 1) + 63) & ~(size_t)63;
+  if (bytes > buf.bytes[slot]) {
+    std::free(buf.p[slot]);
+    buf.p[slot] = nullptr, buf.bytes[slot] = 0;
+    buf.p[slot] = std::aligned_alloc(64, bytes);
+    if (!buf.p[slot]) throw std::bad_alloc();
+    buf.bytes[slot] = bytes;
+  }
+  return buf.p[slot];
 }
 
 }  // namespace tx

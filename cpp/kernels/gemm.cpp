@@ -125,14 +125,11 @@ TX_INLINE int gemm_threads(int64_t M, int64_t N, int64_t K) {
 }
 
 // 64-byte-aligned scratch (cache-line aligned: panel loads are aligned and slices given
-// to different threads never share a line). Throws std::bad_alloc outside any parallel
-// region, which pybind11 turns into MemoryError.
+// to different threads never share a line), the calling thread's grow-only buffer
+// (dispatch.h: per-call allocations came back as fresh, faulting pages). Throws
+// std::bad_alloc outside any parallel region, which pybind11 turns into MemoryError.
 static float* scratch_alloc(int64_t floats) {
-  size_t bytes = (size_t)imax(floats, 16) * sizeof(float);
-  bytes = (bytes + 63) & ~(size_t)63;
-  void* p = aligned_alloc(64, bytes);
-  if (!p) throw std::bad_alloc();
-  return static_cast<float*>(p);
+  return static_cast<float*>(thread_scratch(SCRATCH_GEMM, (size_t)imax(floats, 16) * sizeof(float)));
 }
 
 TX_INLINE int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
@@ -482,7 +479,6 @@ static void gemm_packed(const Problem& P) {
     float* Ap = scratch + (int64_t)p * (a_sz + b_sz);
     if (pm0 < pm1 && pn0 < pn1) gemm_packed_block(P, pm0, pm1, pn0, pn1, kc_max, Ap, Ap + a_sz);
   });
-  free(scratch);
 }
 
 // ---------------------------------------------------------------------------------
@@ -660,7 +656,6 @@ static void gemm_skinny_tb(const Problem& P) {
     for (; i + SD_R <= P.M; i += SD_R) dot_rows<SD_R>(P, X, ldx, i, j0, j1);
     for (; i < P.M; ++i) dot_rows<1>(P, X, ldx, i, j0, j1);
   }
-  free(xbuf);
 }
 
 // K = 0: C = (accumulate ? C : 0) + bias.
@@ -1062,7 +1057,6 @@ static void pk_gemm(const PackedProblem& P) {
       }
     });
   });
-  free(scratch);
 }
 
 }  // namespace

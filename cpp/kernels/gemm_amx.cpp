@@ -382,8 +382,7 @@ void tile_gemm(int64_t M, int64_t N, int64_t K, const Panels& B, PackA pack_a, P
                                imax64(1, (int64_t)(TX_AMX_C_KB << 10) / (group * 4096)));
   const int nt = threads_for(M * N * K / 8);
   const int64_t cbuf_floats = chunk * group * 1024;
-  float* cbuf_all = static_cast<float*>(aligned_alloc(64, (size_t)(nt * cbuf_floats) * sizeof(float)));
-  if (!cbuf_all) throw std::bad_alloc();
+  float* cbuf_all = static_cast<float*>(thread_scratch(SCRATCH_TILE_SUMS, (size_t)(nt * cbuf_floats) * sizeof(float)));
 #if defined(_OPENMP)
 #pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
@@ -449,29 +448,14 @@ void tile_gemm(int64_t M, int64_t N, int64_t K, const Panels& B, PackA pack_a, P
     }
     _tile_release();
   }
-  free(cbuf_all);
 }
 
-// The packed operands (bf16 hi and lo terms of A and of B), n elements, 64-byte aligned:
-// one grow-only buffer per calling thread, kept between calls. Allocated per call, a
-// training step's large operands (the LM head's 50257×768 weight: 150 MiB packed) were
-// fresh mmaps every time, and their page faults cost ~15% of the product on 2 threads.
+// The packed operands (bf16 hi and lo terms of A and of B), n elements: the calling
+// thread's grow-only scratch (dispatch.h). Allocated per call, a training step's large
+// operands (the LM head's 50257×768 weight: 150 MiB packed) were fresh mmaps every time,
+// and their page faults cost ~15% of the product on 2 threads.
 uint16_t* workspace(size_t n) {
-  struct Buffer {
-    void* p = nullptr;
-    size_t bytes = 0;
-    ~Buffer() { free(p); }
-  };
-  thread_local Buffer buf;
-  const size_t bytes = (n * sizeof(uint16_t) + 63) & ~(size_t)63;
-  if (bytes > buf.bytes) {
-    free(buf.p);
-    buf.p = nullptr, buf.bytes = 0;
-    buf.p = aligned_alloc(64, bytes);
-    if (!buf.p) throw std::bad_alloc();
-    buf.bytes = bytes;
-  }
-  return static_cast<uint16_t*>(buf.p);
+  return static_cast<uint16_t*>(thread_scratch(SCRATCH_GEMM_TILES, n * sizeof(uint16_t)));
 }
 
 }  // namespace

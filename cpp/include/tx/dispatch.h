@@ -13,6 +13,7 @@
 // could keep the AVX-512 one for the scalar path. Use helpers with internal linkage
 // (static or an anonymous namespace) and C functions (expf, sqrtf, ...).
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #if defined(_OPENMP)
 #include <omp.h>
@@ -33,6 +34,15 @@ const char* isa_name(Isa isa);
 // Process-wide thread count for every parallel region (OpenMP num_threads clause).
 int num_threads();
 void set_num_threads(int n);
+
+// Scratch for packed GEMM operands: `bytes` (64-byte aligned) of the calling thread's
+// grow-only buffer number `slot`, kept until the thread ends and reused by its next call
+// with that slot (the caller must not hold two uses of one slot at once). Why: buffers of
+// megabytes allocated per call come back as fresh pages that fault on first touch — for
+// the fp32 GEMM 130-260 faults a call at 512-1024 rows, ~15% of the AMX product at the LM
+// head's 150 MiB. Throws std::bad_alloc (outside parallel regions only).
+enum ScratchSlot : int { SCRATCH_GEMM = 0, SCRATCH_GEMM_TILES = 1, SCRATCH_TILE_SUMS = 2, SCRATCH_SLOTS = 3 };
+void* thread_scratch(int slot, size_t bytes);
 
 template <class F>
 inline F pick_variant(F scalar_fn, F avx2_fn, F avx512_fn) {
