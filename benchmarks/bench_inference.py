@@ -155,7 +155,13 @@ def main(argv=None) -> None:
                     help='also run fp32 weights at matmul precision "high" (bf16x3 on AMX tiles where present)')
     ap.add_argument("--torch-bf16", action="store_true",
                     help='also run PyTorch with torch.backends.mkldnn.matmul.fp32_precision = "bf16"')
+    ap.add_argument("--avx2", action="store_true",
+                    help="every library capped at AVX2 + FMA, as on a CPU without AVX-512 (re-runs the command "
+                         "with transformer_ext.bench.AVX2_CAP_ENV set)")
     a = ap.parse_args(argv)
+    from transformer_ext import bench
+    if a.avx2:
+        bench.reexec_with_avx2_cap()
     kinds = ["cpp-fp32"] + (["cpp-fp32-hi"] if a.high else []) + ["cpp-bf16"] + ([] if a.no_numpy else ["numpy"])
     if not a.no_torch:
         try:
@@ -175,6 +181,8 @@ def main(argv=None) -> None:
           f"median over {a.rounds} round(s)")
     print(f"machine: {platform.machine()}, {os.cpu_count()} logical CPUs; isa={info['isa']}; "
           f"amx={info['amx']} (True: cpp-bf16 and cpp-fp32-hi pre-fill run their GEMMs on AMX tiles)")
+    if bench.isa_cap_line():
+        print(bench.isa_cap_line())
     print(f"{'backend':<11} {'thr':>3} {'prefill128 tok/s':>17} {'prefill512 tok/s':>17} {'decode tok/s':>13} "
           f"{'bound tok/s':>12} {'% of bound':>10} {'vs torch: p128 / p512 / decode':>31}")
     metrics = ("prefill_128", "prefill_512", "decode")

@@ -483,7 +483,10 @@ def main(argv=None) -> int:
                     help="only the GEMM table, round-robin vs NumPy and torch (see the module docstring)")
     ap.add_argument("--high", action="store_true",
                     help='with --gemm: also ours at matmul precision "high" (bf16x3 on AMX tiles where present)')
+    ap.add_argument("--avx2", action="store_true", help=bench.AVX2_CAP_HELP)
     args = ap.parse_args(argv)
+    if args.avx2:
+        bench.reexec_with_avx2_cap()
 
     try:
         cases = bench.select_cases(bench.build_cases(args.quick), args.ops)

@@ -201,6 +201,9 @@ def main() -> None:
                     help='also time ours at matmul precision "high" (bf16x3 on AMX tiles where present)')
     ap.add_argument("--torch-bf16", action="store_true",
                     help='also time PyTorch with torch.backends.mkldnn.matmul.fp32_precision = "bf16"')
+    ap.add_argument("--avx2", action="store_true",
+                    help="every library capped at AVX2 + FMA, as on a CPU without AVX-512 (re-runs the command "
+                         "with transformer_ext.bench.AVX2_CAP_ENV set)")
     ap.add_argument("--phase", help=argparse.SUPPRESS)
     ap.add_argument("--one-thread-count", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--pdrop", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -208,6 +211,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.phase:
         return _child(args)
+    from transformer_ext import bench
+    if args.avx2:
+        bench.reexec_with_avx2_cap()  # the children inherit the environment
 
     phases = (["cpp"] + (["cpp-high"] if args.high else []) + ([] if args.no_numpy else ["numpy"])
               + ([] if args.no_torch else ["torch"]) + (["torch-bf16"] if args.torch_bf16 and not args.no_torch else []))
@@ -215,6 +221,8 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
           f"model: GPT-2 small shape {SHAPE}, B={args.batch}, T={args.seq}, fp32, median of {args.steps} steps, "
           + (f"steps interleaved with torch's" if args.interleave else f"median over {args.rounds} round(s)"))
+    if bench.isa_cap_line():
+        print(bench.isa_cap_line())
     configs = [(int(t), float(p)) for t in args.threads.split(",") for p in args.dropout.split(",")]
     runs = {}  # (threads, pdrop, phase) -> one result per round
 

@@ -78,3 +78,18 @@ def test_bench_ops_torch_out_rows_compute_what_new_rows_do():
         b = first(f())
         torch.testing.assert_close(b, a, rtol=0, atol=0, msg=out.name)  # the same torch kernel either way
         assert first(f()).data_ptr() == b.data_ptr(), out.name
+
+
+@needs_core
+def test_avx2_cap_reexecs_with_every_library_capped():
+    if "avx2" not in tx.cpu_info()["features"]:
+        pytest.skip("this CPU has no AVX2")
+    import subprocess
+    import sys
+    code = ("import sys; from transformer_ext import bench; bench.reexec_with_avx2_cap(); "
+            "import transformer_ext as tx; print(tx.get_isa(), bench.isa_cap_line() is not None, "
+            "bench.blas_env_warning() is None, len(sys.argv))")
+    env = {k: v for k, v in __import__("os").environ.items() if k not in bench.AVX2_CAP_ENV}
+    r = subprocess.run([sys.executable, "-c", code, "x"], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["avx2", "True", "True", "2"]  # re-run once, with its arguments

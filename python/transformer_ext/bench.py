@@ -246,6 +246,36 @@ class _BlasThreads:
 
 # --------------------------------------------------------------------------- machine
 
+# Every library in a benchmark capped at AVX2 + FMA, as on a CPU without AVX-512 (most
+# laptops): ours (TX_ISA), NumPy's OpenBLAS (its Haswell kernels), PyTorch's MKL, oneDNN and
+# ATen kernels. Each is read when its library loads, hence `reexec_with_avx2_cap`.
+AVX2_CAP_ENV = {"TX_ISA": "avx2", "OPENBLAS_CORETYPE": "Haswell", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+                "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+
+
+AVX2_CAP_HELP = ("run every library capped at AVX2 + FMA, as on a CPU without AVX-512 (re-runs the command "
+                 "with " + " ".join(f"{k}={v}" for k, v in AVX2_CAP_ENV.items()) + ")")
+
+
+def avx2_capped() -> bool:
+    return all(os.environ.get(k) == v for k, v in AVX2_CAP_ENV.items())
+
+
+def reexec_with_avx2_cap() -> None:
+    """Re-run this process's command with AVX2_CAP_ENV set (returns if it already is)."""
+    if not avx2_capped():
+        sys.stdout.flush()
+        # orig_argv (3.10+): the interpreter's own command line (python [-m mod | -c code | script] args)
+        argv = sys.orig_argv[1:] if hasattr(sys, "orig_argv") else sys.argv
+        os.execve(sys.executable, [sys.executable] + argv, {**os.environ, **AVX2_CAP_ENV})
+
+
+def isa_cap_line() -> str | None:
+    """One line for a benchmark's header when the libraries are capped at AVX2."""
+    if not avx2_capped():
+        return None
+    return "isa cap: AVX2 + FMA for every library (--avx2: " + " ".join(f"{k}={v}" for k, v in AVX2_CAP_ENV.items()) + ")"
+
 def machine_info() -> dict:
     """CPU model, cores, the C++ core's view (tx.cpu_info()), NumPy and its BLAS."""
     info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version()}
@@ -263,7 +293,7 @@ def machine_info() -> dict:
     info["numpy"] = np.__version__
     info["blas"] = blas_info()
     info["env"] = {k: os.environ[k] for k in sorted(os.environ)
-                   if k.startswith(("OMP_", "GOMP_", "OPENBLAS_", "MKL_", "TX_", "KMP_"))}
+                   if k.startswith(("OMP_", "GOMP_", "OPENBLAS_", "MKL_", "TX_", "KMP_", "ONEDNN_", "ATEN_"))}
     return info
 
 
@@ -279,6 +309,8 @@ def blas_info() -> list[dict] | str:
 
 def blas_env_warning() -> str | None:
     bad = [k for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ]
+    if avx2_capped() and "OPENBLAS_L2_SIZE" not in os.environ:
+        return None  # the Haswell kernel is the point of --avx2
     if not bad:
         return None
     return (f"note: {', '.join(f'{k}={os.environ[k]}' for k in bad)} is set; it can force a slower OpenBLAS "
