@@ -230,6 +230,59 @@ def test_gemm_bit_identical_across_thread_counts(isa, threads, rng):
         assert r1.tobytes() == r2.tobytes()
 
 
+_L2_SCRIPT = """
+import sys, numpy as np, transformer_ext as tx
+from transformer_ext import ops
+from transformer_ext.ops import _checks
+core = _checks.core()
+tx.set_isa(sys.argv[1])
+tx._backend.core.set_amx(False)
+rng = np.random.default_rng(11)
+out = {}
+for i, (M, N, K) in enumerate([(70, 1100, 300), (100, 777, 1030), (17, 2049, 5)]):
+    for ta in (False, True):
+        for tb in (False, True):
+            a = rng.standard_normal((K, M) if ta else (M, K), dtype=np.float32)
+            b = rng.standard_normal((N, K) if tb else (K, N), dtype=np.float32)
+            c = np.empty((M, N), np.float32)
+            core.gemm(a, b, None, c, ta, tb, False)
+            out[f"g{i}{int(ta)}{int(tb)}"] = c
+    x = rng.standard_normal((M, K), dtype=np.float32)
+    w = rng.standard_normal((K, N), dtype=np.float32)
+    for dt in ("fp32", "bf16"):
+        out[f"p{i}{dt}"] = ops.matmul(x, ops.pack_weight(w, dtype=dt))
+out["l2"] = np.array(tx.cpu_info()["l2_bytes"])
+np.savez(sys.argv[2], **out)
+"""
+
+
+@needs_core
+def test_gemm_blocking_from_l2_changes_no_bits(tmp_path):
+    """The B block's width comes from the L2 size the OS reports (TX_L2_BYTES overrides it):
+    tiny L2s (NC = 32, 96 columns) give the same bits as this machine's blocking, plain
+    (all transposes) and pre-packed fp32/bf16, for every ISA variant."""
+    import os
+    import subprocess
+    import sys
+    for isa in ISAS:
+        runs = {}
+        for l2 in (None, "65536", "300000"):
+            env = {k: v for k, v in os.environ.items() if k != "TX_L2_BYTES"}
+            if l2:
+                env["TX_L2_BYTES"] = l2
+            f = tmp_path / f"{isa}_{l2}.npz"
+            r = subprocess.run([sys.executable, "-c", _L2_SCRIPT, isa, str(f)], env=env, capture_output=True,
+                               text=True, timeout=300)
+            assert r.returncode == 0, r.stderr
+            runs[l2] = dict(np.load(f))
+        for l2 in ("65536", "300000"):
+            assert int(runs[l2].pop("l2")) == int(l2)
+        runs[None].pop("l2")
+        for l2 in ("65536", "300000"):
+            for k, v in runs[None].items():
+                assert v.tobytes() == runs[l2][k].tobytes(), f"{isa} L2={l2} {k}"
+
+
 # --------------------------------------------------------------------------- fuzz
 @needs_core
 @given(

@@ -28,6 +28,8 @@ PYBIND11_MODULE(_core, m) {
       throw py::value_error(e.what());
     }
   });
+  m.def("l2_cache_bytes", &tx::l2_cache_bytes,
+        "L2 cache bytes per core as the OS reports it (0: unknown; env TX_L2_BYTES overrides).");
   m.def("get_num_threads", &tx::num_threads);
   m.def("set_num_threads", [](int n) {
     if (n < 1) throw py::value_error("set_num_threads: n must be >= 1");

@@ -11,6 +11,9 @@
 #if TX_X86
 #include <cpuid.h>
 #endif
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>
+#endif
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -161,6 +164,21 @@ void* thread_scratch(int slot, size_t bytes) {
     buf.bytes[slot] = bytes;
   }
   return buf.p[slot];
+}
+
+long l2_cache_bytes() {
+  static const long bytes = [] {
+    if (const char* e = std::getenv("TX_L2_BYTES")) {
+      const long v = std::atol(e);
+      if (v > 0) return v;
+    }
+#if defined(_SC_LEVEL2_CACHE_SIZE)  // glibc: from cpuid's cache descriptors
+    const long v = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    if (v > 0) return v;
+#endif
+    return 0L;
+  }();
+  return bytes;
 }
 
 }  // namespace tx

@@ -43,6 +43,7 @@
 #include <type_traits>
 
 #include "tx/amx.h"
+#include "tx/cpu.h"
 #include "tx/kernels.h"
 #include "vec.h"
 
@@ -112,7 +113,7 @@ constexpr int64_t SKINNY_M_STREAM = 32, SKINNY_M_DOT = 64;
 // M = 96 1.3x (1 thread).
 constexpr int64_t AMX_F32_MIN_M = 48;
 
-static_assert(MC % MR == 0 && NC % NR == 0, "blocking must be whole tiles");
+static_assert(MC % MR == 0 && NC % NR == 0 && NC % 32 == 0 && 32 % NR == 0, "blocking must be whole tiles");
 
 TX_INLINE int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 TX_INLINE int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
@@ -359,6 +360,20 @@ static void pack_B(const Problem& P, int64_t p0, int64_t kc, int64_t j0, int64_t
   }
 }
 
+// NC from the L2 the CPU reports: the B block (KC×NC floats) within 3/4 of it, at most NC
+// above, in whole 32-column units (pre-packed panels); NC as is when L2 is unknown. Only
+// CPUs with a small L2 for their variant change: 512 KiB with AVX-512 (Ice Lake client)
+// gets NC = 192; Sapphire Rapids (2 MiB), Zen 4 (1 MiB) and AVX2 cores with >= 192 KiB keep
+// NC. A block size never changes a result (each element's FMA chain over k is the same).
+static int64_t nc_for_l2() {
+  static const int64_t nc = [] {
+    const int64_t l2 = ::tx::l2_cache_bytes();
+    if (l2 <= 0) return NC;
+    return imax(32, imin(NC, (l2 * 3 / 4) / (KC * (int64_t)sizeof(float)) / 32 * 32));
+  }();
+  return nc;
+}
+
 // Block size for n items in blocks of at most max: equal blocks of whole units (so a
 // 1024-wide range gets 3 × 352 rather than 2 × 384 + 256).
 TX_INLINE int64_t balanced(int64_t n, int64_t max, int64_t unit) {
@@ -429,7 +444,7 @@ TX_INLINE void run_split(const Split& s, Fn fn) {
 template <class Block>
 TX_INLINE void outer_loops(const Problem& P, int64_t kc_max, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
                            int64_t n_unit, float* Ap, Block block) {
-  const int64_t mc_max = balanced(m1 - m0, MC, MR), nc_max = balanced(n1 - n0, NC, n_unit);
+  const int64_t mc_max = balanced(m1 - m0, MC, MR), nc_max = balanced(n1 - n0, nc_for_l2(), n_unit);
   for (int64_t pc = 0; pc < P.K; pc += kc_max) {
     const int64_t kc = imin(kc_max, P.K - pc);
     for (int64_t ic = m0; ic < m1; ic += mc_max) {
@@ -471,7 +486,7 @@ static void gemm_packed(const Problem& P) {
   const int64_t kc_max = ceil_div(P.K, ceil_div(P.K, KC));
   const Split split = split_threads(P.M, P.N, NR, gemm_threads(P.M, P.N, P.K));
   const int64_t a_sz = round_up(imin(MC, split.max_rows(P.M)) * kc_max, 16);
-  const int64_t b_sz = round_up(imin(NC, round_up(split.max_cols(P.N, NR), NR)) * (kc_max + 1), 16);
+  const int64_t b_sz = round_up(imin(nc_for_l2(), round_up(split.max_cols(P.N, NR), NR)) * (kc_max + 1), 16);
   float* scratch = scratch_alloc((a_sz + b_sz) * split.parts());
   run_split(split, [&](int p) {
     int64_t pm0, pm1, pn0, pn1;
@@ -1047,7 +1062,7 @@ static void pk_gemm(const PackedProblem& P) {
   const int64_t kc_max = pk_kc(P);
   const Split split = split_threads(P.M, P.N, PW, gemm_threads(P.M, P.N, P.K));
   const int64_t a_sz = round_up(imin(MC, split.max_rows(P.M)) * kc_max, 16);
-  const int64_t w_sz = BF ? round_up(imin(NC, round_up(split.max_cols(P.N, PW), PW)) * kc_max, 16) : 0;
+  const int64_t w_sz = BF ? round_up(imin(nc_for_l2(), round_up(split.max_cols(P.N, PW), PW)) * kc_max, 16) : 0;
   float* scratch = scratch_alloc((a_sz + w_sz) * split.parts());
   const Problem PA{false, false, P.M, P.N, P.K, P.A, P.lda, nullptr, 0, nullptr, nullptr, 0, false};
   run_split(split, [&](int part) {

@@ -167,6 +167,8 @@ def cpu_info() -> dict:
         "num_threads": get_num_threads(),
         "backend": get_backend(),
         "openmp": bool(core.has_openmp()) if core is not None else False,
+        # per-core L2 as the OS reports it (0: unknown): sizes the GEMM's B block
+        "l2_bytes": int(core.l2_cache_bytes()) if core is not None else 0,
         # bf16 pre-packed GEMMs with more than 16 rows (prompt pre-fill) on AMX tiles
         "amx": bool(core.amx_active()) if core is not None else False,
         # "high": fp32 GEMMs as bf16x3 on AMX tiles where amx is True (set_matmul_precision)

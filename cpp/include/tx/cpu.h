@@ -13,6 +13,9 @@ struct CpuFeatures {
 };
 
 const CpuFeatures& cpu_features();
+// Bytes of L2 cache per core as the OS reports it (0: unknown). Env TX_L2_BYTES, read once,
+// overrides it (to see the blocking another CPU would get). Sizes the GEMM's B block.
+long l2_cache_bytes();
 // Sets the variant; throws std::invalid_argument if unknown or unsupported here.
 void set_isa(const std::string& name);
 
