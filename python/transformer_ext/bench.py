@@ -424,6 +424,7 @@ def format_machine(info: dict, peaks: dict) -> str:
         f"machine : {info['cpu_model']} ({info.get('cpu_family_model', '')}), {info['physical_cores']} physical "
         f"cores, {info['logical_cpus']} logical CPUs; {info['platform']}",
         f"tx      : isa={tx['isa']} (best {tx['best_isa']}), threads={tx['num_threads']}, openmp={tx['openmp']}, "
+        f"l2={tx.get('l2_bytes', 0) >> 10} KiB (GEMM blocking), "
         f"amx={tx.get('amx', False)} (bf16 GEMMs > 16 rows on AMX tiles), "
         f"matmul_precision={tx.get('matmul_precision', 'highest')} (\"high\": fp32 GEMMs as bf16x3 on AMX), "
         f"features={','.join(tx['features']) or '-'}",
