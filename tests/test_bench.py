@@ -1,6 +1,7 @@
 """The benchmark harness runs and its probes compute what they claim (no timings asserted)."""
 import importlib.util
 import json
+import os
 import pathlib
 
 import numpy as np
@@ -89,7 +90,7 @@ def test_avx2_cap_reexecs_with_every_library_capped():
     code = ("import sys; from transformer_ext import bench; bench.reexec_with_avx2_cap(); "
             "import transformer_ext as tx; print(tx.get_isa(), bench.isa_cap_line() is not None, "
             "bench.blas_env_warning() is None, len(sys.argv))")
-    env = {k: v for k, v in __import__("os").environ.items() if k not in bench.AVX2_CAP_ENV}
+    env = {k: v for k, v in os.environ.items() if k not in bench.AVX2_CAP_ENV}
     r = subprocess.run([sys.executable, "-c", code, "x"], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["avx2", "True", "True", "2"]  # re-run once, with its arguments

@@ -251,10 +251,9 @@ class _BlasThreads:
 # ATen kernels. Each is read when its library loads, hence `reexec_with_avx2_cap`.
 AVX2_CAP_ENV = {"TX_ISA": "avx2", "OPENBLAS_CORETYPE": "Haswell", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
                 "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
-
-
+_AVX2_CAP_VARS = " ".join(f"{k}={v}" for k, v in AVX2_CAP_ENV.items())
 AVX2_CAP_HELP = ("run every library capped at AVX2 + FMA, as on a CPU without AVX-512 (re-runs the command "
-                 "with " + " ".join(f"{k}={v}" for k, v in AVX2_CAP_ENV.items()) + ")")
+                 f"with {_AVX2_CAP_VARS})")
 
 
 def avx2_capped() -> bool:
@@ -274,7 +273,8 @@ def isa_cap_line() -> str | None:
     """One line for a benchmark's header when the libraries are capped at AVX2."""
     if not avx2_capped():
         return None
-    return "isa cap: AVX2 + FMA for every library (--avx2: " + " ".join(f"{k}={v}" for k, v in AVX2_CAP_ENV.items()) + ")"
+    return f"isa cap: AVX2 + FMA for every library (--avx2: {_AVX2_CAP_VARS})"
+
 
 def machine_info() -> dict:
     """CPU model, cores, the C++ core's view (tx.cpu_info()), NumPy and its BLAS."""
