@@ -162,7 +162,7 @@ constexpr int64_t ROW_PATH_MAX = 3;
 #if defined(__AVX512F__)
 constexpr int KA_KB = 4, KA_RC = 4, KB_IB = 4, KB_DV = 4;  // 16 zmm accumulators
 #elif defined(__AVX2__)
-constexpr int KA_KB = 4, KA_RC = 2, KB_IB = 4, KB_DV = 2;  // 8 ymm accumulators
+constexpr int KA_KB = 4, KA_RC = 3, KB_IB = 4, KB_DV = 3;  // 12 ymm accumulators
 #else
 constexpr int KA_KB = 4, KA_RC = 2, KB_IB = 4, KB_DV = 2;
 #endif
