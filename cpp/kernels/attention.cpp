@@ -296,13 +296,19 @@ static void ka_rows(int nv, float* out, const float* X, int64_t xs, const float*
   }
 }
 
+// Causal band (cv, see causal_cv): entries with c > r + cv are hidden; in the tile on the
+// diagonal each block of rows stops at its last visible key (rounded up to KA_KB keys)
+// and the hidden rest is set to 0 — score_tile overwrites it with −inf, and in dP it
+// meets P = 0.
 static void kernel_a(float* out, const float* X, int64_t xs, int64_t nk, const float* Yt,
-                     int64_t rw, int64_t D, float scale) {
+                     int64_t rw, int64_t D, float scale, int64_t cv) {
   for (int64_t r0 = 0; r0 < rw; r0 += KA_RC * W) {
     const int nv = (int)imin(KA_RC, (rw - r0) / W);
+    const int64_t nkv = imin(nk, round_up(imax(0, r0 + nv * W + cv), KA_KB));
     int64_t c = 0;
-    for (; c + KA_KB <= nk; c += KA_KB) ka_rows<KA_KB>(nv, out + c * BQ + r0, X + c * xs, xs, Yt + r0, D, scale);
-    for (; c < nk; ++c) ka_rows<1>(nv, out + c * BQ + r0, X + c * xs, xs, Yt + r0, D, scale);
+    for (; c + KA_KB <= nkv; c += KA_KB) ka_rows<KA_KB>(nv, out + c * BQ + r0, X + c * xs, xs, Yt + r0, D, scale);
+    for (; c < nkv; ++c) ka_rows<1>(nv, out + c * BQ + r0, X + c * xs, xs, Yt + r0, D, scale);
+    for (; c < nk; ++c) memset(out + c * BQ + r0, 0, sizeof(float) * (size_t)(nv * W));
   }
 }
 
@@ -383,12 +389,22 @@ static void kb_rows(float* Acc, int64_t lda, const float* A, int64_t ai, int64_t
   }
 }
 
+// A is zero outside the band i − lo <= k <= i + hi (causal: see causal_cv), and each
+// block of rows sums only the k in its band: the terms left out are exact zeros, so the
+// sums keep their bits.
+template <int IB>
+TXA_INLINE void kb_band(float* Acc, int64_t lda, const float* A, int64_t ai, int64_t ak, int64_t i, int64_t nk,
+                        const float* Y, int64_t ys, int64_t D, int64_t lo, int64_t hi) {
+  const int64_t k0 = imax(0, i - lo), k1 = imin(nk, i + IB + hi);
+  if (k1 > k0) kb_rows<IB>(Acc + i * lda, lda, A + i * ai + k0 * ak, ai, ak, k1 - k0, Y + k0 * ys, ys, D);
+}
+
 static void kernel_b(float* Acc, int64_t lda, const float* A, int64_t ai, int64_t ak, int64_t ni,
-                     int64_t nk, const float* Y, int64_t ys, int64_t D) {
+                     int64_t nk, const float* Y, int64_t ys, int64_t D, int64_t lo, int64_t hi) {
   if (nk <= 0) return;
   int64_t i = 0;
-  for (; i + KB_IB <= ni; i += KB_IB) kb_rows<KB_IB>(Acc + i * lda, lda, A + i * ai, ai, ak, nk, Y, ys, D);
-  for (; i < ni; ++i) kb_rows<1>(Acc + i * lda, lda, A + i * ai, ai, ak, nk, Y, ys, D);
+  for (; i + KB_IB <= ni; i += KB_IB) kb_band<KB_IB>(Acc, lda, A, ai, ak, i, nk, Y, ys, D, lo, hi);
+  for (; i < ni; ++i) kb_band<1>(Acc, lda, A, ai, ak, i, nk, Y, ys, D, lo, hi);
 }
 
 // The n rows of a tile that kernel_b will read as Y (rows `stride` floats apart): in place,
@@ -431,6 +447,13 @@ static inline int64_t key_end(const AttnShape& s, const Tile& t) {
   return imax(0, imin(s.Tk, t.i0 + t.nq + (s.Tk - s.Tq)));
 }
 
+// Causal band of the (tile t, keys from j0) pair: key j0 + c is visible to query
+// i0 + r iff c <= r + cv; NO_BAND when nothing is hidden by position.
+constexpr int64_t NO_BAND = (int64_t)1 << 40;
+static inline int64_t causal_cv(const AttnShape& s, const Tile& t, int64_t j0) {
+  return s.causal ? t.i0 + (s.Tk - s.Tq) - j0 : NO_BAND;
+}
+
 static inline const float* head0(const View4& x, int64_t b, int64_t h) { return x.data + b * x.s0 + h * x.s1; }
 static inline const float* row0(const View4& x, const Tile& t) { return head0(x, t.b, t.h); }
 
@@ -463,7 +486,7 @@ static void score_tile(const AttnShape& s, const Tile& t, int64_t j0, int64_t nk
   if (t.row_path)
     rows_a(St, kr, ks, nk, q_rows, qs, t.nq, t.rw, s.D, s.scale);
   else
-    kernel_a(St, kr, ks, nk, Qt, t.rw, s.D, s.scale);
+    kernel_a(St, kr, ks, nk, Qt, t.rw, s.D, s.scale, causal_cv(s, t, j0));
   const int64_t nq = t.nq, rw = t.rw;
   if (mask.data) {
     const float* mb = row0(mask, t) + t.i0 * mask.s2 + j0 * mask.s3;
@@ -577,7 +600,7 @@ static void p_ds(const BwdCtx& cx, const Tile& t, int64_t w, int64_t j0, int64_t
   if (t.row_path)
     rows_a(St, vr, cx.v.s2, nk, cx.dout + row * D, D, t.nq, rw, D, 1.0f);
   else
-    kernel_a(St, vr, cx.v.s2, nk, cx.dOtAll + w * cx.tile_t, rw, D, 1.0f);
+    kernel_a(St, vr, cx.v.s2, nk, cx.dOtAll + w * cx.tile_t, rw, D, 1.0f, causal_cv(s, t, j0));
   if (!cx.RkLo) {
     for (int64_t c = 0; c < nk; ++c) {
       float* o = St + c * BQ;
@@ -624,9 +647,10 @@ static void key_tile_grads(const BwdCtx& cx, int64_t bh, int64_t kt, float* St, 
     p_ds(cx, t, wq, j0, nk, St, Pt);
     const int64_t row = bh * Tq + t.i0;
     const float* qr = cx.Qc ? cx.Qc + row * D : row0(cx.q, t) + t.i0 * cx.q.s2;
-    kernel_b(dV, Dp, Pt, BQ, 1, nk, t.nq, cx.dout + row * D, D, D);
-    kernel_b(dK, Dp, St, BQ, 1, nk, t.nq, qr, cx.Qc ? D : cx.q.s2, D);
-    if (dQ) kernel_b(dQ + t.i0 * Dp, Dp, St, 1, BQ, t.nq, nk, kt_rows, ks, D);
+    const int64_t cv = causal_cv(s, t, j0);  // rows: keys (band r >= c − cv) for dV, dK; queries for dQ
+    kernel_b(dV, Dp, Pt, BQ, 1, nk, t.nq, cx.dout + row * D, D, D, cv, NO_BAND);
+    kernel_b(dK, Dp, St, BQ, 1, nk, t.nq, qr, cx.Qc ? D : cx.q.s2, D, cv, NO_BAND);
+    if (dQ) kernel_b(dQ + t.i0 * Dp, Dp, St, 1, BQ, t.nq, nk, kt_rows, ks, D, NO_BAND, cv);
   }
   float* dkb = dk + (bh * Tk + j0) * D;
   float* dvb = dv + (bh * Tk + j0) * D;
@@ -741,7 +765,7 @@ void attention_forward(const AttnShape& s, View4 q, View4 k, View4 v, View4 mask
       // acc[r] += Σ_c P[r][c] v[c]
       int64_t vs = v.s2;
       const float* vt = tile_rows(vb + j0 * v.s2, vs, nk, D, copy_v && !t.row_path, Vc);
-      kernel_b(acc, Dp, St, 1, BQ, nq, nk, vt, vs, D);
+      kernel_b(acc, Dp, St, 1, BQ, nq, nk, vt, vs, D, NO_BAND, causal_cv(s, t, j0));
     }
     float* ob = out + ((t.b * H + t.h) * Tq + t.i0) * D;
     float* lb = lse + (t.b * H + t.h) * Tq + t.i0;
@@ -887,7 +911,7 @@ void attention_backward(const AttnShape& s, View4 q, View4 k, View4 v, View4 mas
         p_ds(cx, t, w, j0, nk, St, Pt);
         int64_t ks = k.s2;
         const float* kr = tile_rows(row0(k, t) + j0 * ks, ks, nk, D, ks != D && !t.row_path, Kc);
-        kernel_b(dQ, Dp, St, 1, BQ, t.nq, nk, kr, ks, D);  // = key_tile_grads' dQ call
+        kernel_b(dQ, Dp, St, 1, BQ, t.nq, nk, kr, ks, D, NO_BAND, causal_cv(s, t, j0));  // = key_tile_grads' dQ call
       }
       store_dq(s, dQ, t.nq, dq + ((t.b * H + t.h) * Tq + t.i0) * D);
     }
