@@ -37,8 +37,9 @@ transposed). Ours is `_core.gemm` (transposes read in place), NumPy `np.matmul(a
 torch `torch.matmul(..., out=c)` on the same buffers, all writing a preallocated C. The variants
 run round-robin (ours, numpy, torch, ours, ...), each sample lasting >= 50 ms (5 ms with
 --quick); reported: GFLOP/s of the median sample (and of the best), ours/numpy and ours/torch
-(their median time / ours: > 1 means ours is faster), and ours as % of the FMA peak measured at
-the same thread count. Default 9 samples (--repeats N). All three run in one phase, with a
+(the median over rounds of their time / ours in the same round, quartiles in brackets: > 1
+means ours is faster; paired so that this VM's drifts, which move all variants alike, cancel),
+and ours as % of the FMA peak measured at the same thread count. Default 9 samples (--repeats N). All three run in one phase, with a
 0.15 s sleep before each sample: the previous library's idle workers (OpenBLAS spins ~0.1 s
 after a call) would otherwise hold a core the next one's threads need.
 
@@ -335,8 +336,20 @@ GEMM_SHAPES = [(512, 768, 768, False, False), (512, 768, 3072, False, False), (5
 GEMM_VARIANTS = ("ours", "numpy", "torch")
 
 
-def _gemm_ratio(r, other):  # other's median time / ours: > 1 means ours is faster
-    return f"{r['median_s'][other] / r['median_s']['ours']:.2f}x" if other in r["median_s"] else "-"
+def paired_ratio(secs: dict, other: str, base: str = "ours"):
+    """Median and quartiles over rounds of other's time / base's time in the same round
+    (> 1: base faster), or None. Round-robin samples of one round are adjacent in time, so
+    the drift of a shared machine, which moves both alike, cancels in each round's ratio;
+    a ratio of medians can pair a fast hour of one with a slow hour of the other."""
+    if other not in secs or base not in secs:
+        return None
+    q = np.asarray(secs[other]) / np.asarray(secs[base])
+    return float(np.median(q)), float(np.quantile(q, 0.25)), float(np.quantile(q, 0.75))
+
+
+def _gemm_ratio(r, other, base="ours"):  # paired, see paired_ratio: > 1 means base is faster
+    p = paired_ratio(r["samples_s"], other, base)
+    return f"{p[0]:.2f}x ({p[1]:.2f}-{p[2]:.2f})" if p else "-"
 
 
 def _gemm_gf(r, k, key="gflops"):
@@ -354,17 +367,16 @@ GEMM_COLUMNS = [
     ("transposed", 15, _transposed),
     ("thr", 3, lambda r: str(r["threads"])),
     *[(f"{k} GF/s", len(k) + 5, lambda r, k=k: _gemm_gf(r, k)) for k in GEMM_VARIANTS],
-    ("ours/numpy", 10, lambda r: _gemm_ratio(r, "numpy")),
-    ("ours/torch", 10, lambda r: _gemm_ratio(r, "torch")),
+    ("ours/numpy", 17, lambda r: _gemm_ratio(r, "numpy")),
+    ("ours/torch", 17, lambda r: _gemm_ratio(r, "torch")),
     ("ours %FMA", 9, lambda r: f"{100 * r['gflops']['ours'] / r['fma_gflops']:.0f}%" if r["fma_gflops"] else "-"),
     ("best GF/s: ours/numpy/torch", 27, lambda r: " / ".join(_gemm_gf(r, k, "best_gflops") for k in GEMM_VARIANTS)),
 ]
 # --high: ours at matmul precision "high" (bf16x3 on AMX tiles where present) as a fourth variant
 GEMM_HIGH_COLUMNS = [
     ("ours-hi GF/s", 12, lambda r: _gemm_gf(r, "ours-hi")),
-    ("hi/ours", 7, lambda r: f"{r['median_s']['ours'] / r['median_s']['ours-hi']:.2f}x"),
-    ("hi/torch", 8, lambda r: f"{r['median_s']['torch'] / r['median_s']['ours-hi']:.2f}x" if "torch" in r["median_s"]
-     else "-"),
+    ("hi/ours", 17, lambda r: _gemm_ratio(r, "ours", "ours-hi")),
+    ("hi/torch", 17, lambda r: _gemm_ratio(r, "torch", "ours-hi")),
 ]
 
 
@@ -458,7 +470,8 @@ def main_gemm(args, threads) -> int:
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}.")
     print(f"timing  : round-robin ours, numpy, torch; median (and best) of {repeats} samples of >= "
           f"{min_time * 1e3:.0f} ms each; threads {threads} (NumPy's BLAS and torch limited to the same)")
-    print("columns : GF/s = 2·M·K·N / median time; ours/x = x's median time / ours (> 1: ours faster)\n", flush=True)
+    print("columns : GF/s = 2·M·K·N / median time; ours/x = median over rounds of x's time / ours in the same "
+          "round (> 1: ours faster), quartiles in brackets\n", flush=True)
     shapes = [s for s in GEMM_SHAPES if not (args.quick and s[0] >= 2048)]
     rows = run_gemm(threads, repeats, min_time, peaks, shapes, use_torch=not args.no_torch, high=args.high)
     if args.json_path:

@@ -66,12 +66,30 @@ def test_bench_out_rows_compute_what_new_rows_do(backend):
             assert first(f()) is b, out.name  # the same preallocated output on every call
 
 
-def test_bench_ops_torch_out_rows_compute_what_new_rows_do():
-    torch = pytest.importorskip("torch")
+def load_bench_ops():
     path = pathlib.Path(__file__).parents[1] / "benchmarks" / "bench_ops.py"
     spec = importlib.util.spec_from_file_location("bench_ops", path)
     bench_ops = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench_ops)
+    return bench_ops
+
+
+def test_gemm_ratios_pair_samples_of_the_same_round():
+    paired_ratio = load_bench_ops().paired_ratio
+    # the machine slows down round by round; torch is 2x slower than ours in every round
+    secs = {"ours": [1.0, 2.0, 4.0, 8.0, 16.0], "torch": [2.0, 4.0, 8.0, 16.0, 32.0]}
+    assert paired_ratio(secs, "torch") == (2.0, 2.0, 2.0)
+    # a 10x slowdown starts inside round 3, after ours' sample: a ratio of medians says 0.2
+    secs = {"ours": [1.0, 1.0, 10.0, 10.0, 10.0], "torch": [2.0, 2.0, 2.0, 20.0, 20.0]}
+    assert paired_ratio(secs, "torch") == (2.0, 2.0, 2.0)
+    secs = {"ours": [1.0, 2.0, 4.0, 8.0, 16.0], "torch": [8.0, 8.0, 8.0, 8.0, 8.0]}  # 8, 4, 2, 1, 0.5
+    assert paired_ratio(secs, "torch") == (2.0, 1.0, 4.0)
+    assert paired_ratio(secs, "numpy") is None
+
+
+def test_bench_ops_torch_out_rows_compute_what_new_rows_do():
+    torch = pytest.importorskip("torch")
+    bench_ops = load_bench_ops()
     setups = bench_ops.torch_setups(torch)
     for new, out in out_pairs():
         a = first(setups[new.setup](np.random.default_rng(0), *new.args)())
