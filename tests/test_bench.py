@@ -22,6 +22,35 @@ def test_probe_read_sums_every_element(isa, threads, n):
 
 
 @needs_core
+@pytest.mark.parametrize("n", [0, 1, 15, 17, 1000, 2 * 131072 + 12345])
+@pytest.mark.parametrize("offset", [0, 1, 3])  # streaming stores need aligned dst: the edges are plain
+def test_probe_copy_copies_every_element(isa, threads, n, offset):
+    core = tx._backend.core
+    x = np.random.default_rng(n).standard_normal(n).astype(np.float32)
+    for t in (1, 2):
+        threads(t)
+        y = np.full(n + offset + 1, -1.0, np.float32)
+        core.probe_copy(x, y[offset:offset + n], 2)
+        np.testing.assert_array_equal(y[offset:offset + n], x)
+        assert (y[:offset] == -1).all() and y[-1] == -1  # nothing written outside
+
+
+@needs_core
+def test_probe_copy_rejects_bad_buffers():
+    core, z = tx._backend.core, np.zeros(20, np.float32)
+    with pytest.raises(ValueError, match="overlap"):
+        core.probe_copy(z[:10], z[5:15], 1)
+    with pytest.raises(ValueError, match="same size"):
+        core.probe_copy(z[:10], z[10:19], 1)
+    with pytest.raises(ValueError, match="read-only"):
+        ro = np.zeros(10, np.float32)
+        ro.flags.writeable = False
+        core.probe_copy(z[:10], ro, 1)
+    with pytest.raises(TypeError):
+        core.probe_copy(z[:10], np.zeros(10), 1)
+
+
+@needs_core
 def test_probe_fma_counts_flops(isa):
     assert tx._backend.core.probe_fma(100) > 0
 

@@ -27,4 +27,21 @@ void bind_probes(py::module_& m) {
       py::arg("x"), py::arg("reps"),
       "Sum the float32 vector `x` `reps` times, threads reading disjoint chunks; returns "
       "a checksum. Bytes read = 4 * x.size * reps.");
+  m.def(
+      "probe_copy",
+      [](const py::array& x, py::array& y, int reps) {
+        txb::check_f32(x, "probe_copy", "x", 1);
+        txb::check_out(y, "probe_copy", "y", 1);
+        if (y.shape(0) != x.shape(0)) throw py::value_error("probe_copy: x and y must have the same size");
+        if (reps < 1) throw py::value_error("probe_copy: reps must be >= 1");
+        const float* p = txb::cptr(x);
+        float* q = txb::mptr(y);
+        const int64_t n = x.shape(0);
+        if (n > 0 && p < q + n && q < p + n) throw py::value_error("probe_copy: x and y must not overlap");
+        py::gil_scoped_release release;
+        TX_DISPATCH(probe_copy)(p, q, n, reps);
+      },
+      py::arg("x"), py::arg("y"), py::arg("reps"),
+      "y[:] = x, `reps` times, threads copying disjoint chunks with streaming stores. Bytes "
+      "moved = 8 * x.size * reps (read + write).");
 }

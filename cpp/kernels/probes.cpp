@@ -1,8 +1,9 @@
-// Machine probes for the benchmark's roofline: the sustained FMA rate and the read
-// bandwidth this ISA variant reaches with the process-wide thread count. Not kernels of
+// Machine probes for the benchmark's roofline: the sustained FMA rate and the read and
+// copy bandwidth this ISA variant reaches with the process-wide thread count. Not kernels of
 // the model; they only give `transformer-ext bench` its "% of peak" denominators.
 #include "tx/kernels.h"
 #include "vec.h"
+#include "vmath.h"  // tx_stream_store
 
 #if defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
@@ -26,6 +27,17 @@ constexpr int kChains = 12;
 // acc <- acc*a + c with a slightly below 1 converges to c/(1-a): values stay normal
 // (no overflow, no denormal slow path) for any iteration count.
 constexpr float kA = 0.99999f, kC = 1e-6f;
+
+// This thread's contiguous chunk [lo, hi) of n elements: disjoint across the team, so
+// each thread streams its own part.
+inline void thread_chunk(int64_t n, int64_t& lo, int64_t& hi) {
+  int64_t nt = 1, tid = 0;
+#ifdef _OPENMP
+  nt = omp_get_num_threads();
+  tid = omp_get_thread_num();
+#endif
+  lo = n * tid / nt, hi = n * (tid + 1) / nt;
+}
 
 }  // namespace
 
@@ -121,13 +133,8 @@ double probe_read(const float* x, int64_t n, int reps) {
   double checksum = 0.0;
 #pragma omp parallel num_threads(::tx::num_threads()) reduction(+ : checksum)
   {
-    // Disjoint contiguous chunks, one per thread: each thread streams its own part.
-    int64_t nt = 1, tid = 0;
-#ifdef _OPENMP
-    nt = omp_get_num_threads();
-    tid = omp_get_thread_num();
-#endif
-    const int64_t lo = n * tid / nt, hi = n * (tid + 1) / nt;
+    int64_t lo, hi;
+    thread_chunk(n, lo, hi);
     const int64_t blocks = (hi - lo) / (kStreams * kRun);
     for (int r = 0; r < reps; ++r) {
       float s = 0.0f;
@@ -155,6 +162,20 @@ double probe_read(const float* x, int64_t n, int reps) {
   }
   g_sink = (float)checksum;
   return checksum;
+}
+
+// y = x `reps` times, each thread its contiguous chunk, written with streaming stores
+// (tx_stream_store, as layer norm writes outputs of >= 8 MiB): what one core pulls and
+// pushes when a kernel reads one stream and writes another (8 bytes per element). The
+// element-wise kernels are such kernels; probe_read alone overstates what they can reach.
+void probe_copy(const float* x, float* y, int64_t n, int reps) {
+#pragma omp parallel num_threads(::tx::num_threads())
+  {
+    int64_t lo, hi;
+    thread_chunk(n, lo, hi);
+    for (int r = 0; r < reps; ++r) tx_stream_store(y + lo, x + lo, hi - lo);
+    tx_stream_fence();
+  }
 }
 
 }  // namespace TX_ISA_NS

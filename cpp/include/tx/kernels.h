@@ -106,9 +106,10 @@ struct AttnShape {
                   double weight_decay); /* double: 1-0.999 is inexact in float */         \
   void fill_zero(float* x, int64_t n); /* x[0:n] = 0 (zero_grad of a flat buffer) */      \
                                                                                            \
-  /* ---- probes (bench only): sustained FMA rate and read bandwidth ---- */               \
+  /* ---- probes (bench only): sustained FMA rate, read and copy bandwidth ---- */         \
   double probe_fma(int64_t iters); /* returns flops performed, all threads */              \
-  double probe_read(const float* x, int64_t n, int reps); /* returns a checksum */
+  double probe_read(const float* x, int64_t n, int reps); /* returns a checksum */          \
+  void probe_copy(const float* x, float* y, int64_t n, int reps); /* y = x, reps times */
 
 TX_DECLARE_FOR_EACH_ISA(TX_KERNELS_API)
 
