@@ -83,8 +83,9 @@ Time every op on the C++ ("cpp") and NumPy backends at GPT-2-small shapes (d=768
 Columns: op, shape, ISA and thread count; median ms per call on each backend;
 speedup = numpy time / cpp time; achieved GFLOP/s (compute-bound ops) or GB/s
 (memory-bound ops, minimum traffic) and its percentage of the peak: the FMA rate
-measured by a probe kernel, or the read bandwidth over a 256 MiB buffer. "n/a":
-the op is not implemented on that backend.
+measured by a probe kernel, or the read bandwidth over a 256 MiB buffer; memory-bound
+ops also as a percentage of the copy bandwidth (%copy: 128 MiB copied, read + write
+bytes). "n/a": the op is not implemented on that backend.
 
 Environment: TX_NUM_THREADS, TX_ISA (scalar/avx2/avx512) pick the C++ threads and
 kernel variant. OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE can slow NumPy down.
