@@ -69,23 +69,25 @@ constexpr int MR = 14, NV = 2;
 // 1 thread, medians of 31 interleaved runs): 126 GF/s at KC×NC = 512×384 or 512×512, 115
 // at 512×768, 114 at 256×1536; the previous nest (A block in L2, B block 2 MiB: B slivers
 // from L3) 97; the micro-kernel alone 125.
-constexpr int64_t KC = 512, MC = MR * 150, NC = 384;
+constexpr int64_t KC = 512, KC_SMALL_L2 = 512, MC = MR * 150, NC = 384;
 // Skinny paths: SK_KB rows of B per pass over C; dot path: SD_R × SD_J dots at a time.
 constexpr int SK_KB = 8, SD_R = 4, SD_J = 4;
 
 #elif defined(__AVX2__)
 // 6×16 tile: 12 ymm accumulators + 2 B + 1 broadcast (of 16).
 constexpr int MR = 6, NV = 2;
-// B block 128 KiB (fits the 256 KiB L2 of older AVX2 cores); the same order as AVX-512
-// measured +15-25% over the textbook one (A block in L2) on Sapphire Rapids, 1 thread;
-// NC = 128 and 256 alike there.
-constexpr int64_t KC = 256, MC = MR * 350, NC = 128;
+// B block 256 KiB, or 128 KiB (KC = 256) where the L2 holds less than 4/3 of that (the
+// 256 KiB L2 of older AVX2 cores; kc_for_l2). The same order as AVX-512 measured +15-25%
+// over the textbook one (A block in L2) on Sapphire Rapids, 1 thread; NC = 128 and 256
+// alike there. KC = 512 over 256 (interleaved A/B, 1 and 2 threads): pre-packed weights
+// +0-5%, plain GEMMs within ±1.5%.
+constexpr int64_t KC = 512, KC_SMALL_L2 = 256, MC = MR * 350, NC = 128;
 constexpr int SK_KB = 8, SD_R = 2, SD_J = 4;
 
 #else
 // 6×8 tile: 12 xmm-sized accumulators (16 xmm on baseline x86-64).
 constexpr int MR = 6, NV = 2;
-constexpr int64_t KC = 256, MC = MR * 350, NC = 128;
+constexpr int64_t KC = 256, KC_SMALL_L2 = 256, MC = MR * 350, NC = 128;
 constexpr int SK_KB = 8, SD_R = 2, SD_J = 4;
 
 #endif
@@ -365,11 +367,21 @@ static void pack_B(const Problem& P, int64_t p0, int64_t kc, int64_t j0, int64_t
 // CPUs with a small L2 for their variant change: 512 KiB with AVX-512 (Ice Lake client)
 // gets NC = 192; Sapphire Rapids (2 MiB), Zen 4 (1 MiB) and AVX2 cores with >= 192 KiB keep
 // NC. A block size never changes a result (each element's FMA chain over k is the same).
+// KC likewise: KC_SMALL_L2 where the KC×NC block would not fit 3/4 of the L2 (AVX2 cores
+// with a 256 KiB L2 keep the 128 KiB block). Like NC, it never changes a result.
+static int64_t kc_for_l2() {
+  static const int64_t kc = [] {
+    const int64_t l2 = ::tx::l2_cache_bytes();
+    return l2 <= 0 || KC * NC * (int64_t)sizeof(float) <= l2 * 3 / 4 ? KC : KC_SMALL_L2;
+  }();
+  return kc;
+}
+
 static int64_t nc_for_l2() {
   static const int64_t nc = [] {
     const int64_t l2 = ::tx::l2_cache_bytes();
     if (l2 <= 0) return NC;
-    return imax(32, imin(NC, (l2 * 3 / 4) / (KC * (int64_t)sizeof(float)) / 32 * 32));
+    return imax(32, imin(NC, (l2 * 3 / 4) / (kc_for_l2() * (int64_t)sizeof(float)) / 32 * 32));
   }();
   return nc;
 }
@@ -482,8 +494,8 @@ static void gemm_packed_block(const Problem& P, int64_t m0, int64_t m1, int64_t 
 }
 
 static void gemm_packed(const Problem& P) {
-  // K blocks of (almost) equal size <= KC: depends on K only, so the chain is fixed.
-  const int64_t kc_max = ceil_div(P.K, ceil_div(P.K, KC));
+  // K blocks of (almost) equal size <= KC (kc_for_l2): never changes a result (see the top).
+  const int64_t kc_max = ceil_div(P.K, ceil_div(P.K, kc_for_l2()));
   const Split split = split_threads(P.M, P.N, NR, gemm_threads(P.M, P.N, P.K));
   const int64_t a_sz = round_up(imin(MC, split.max_rows(P.M)) * kc_max, 16);
   const int64_t b_sz = round_up(imin(nc_for_l2(), round_up(split.max_cols(P.N, NR), NR)) * (kc_max + 1), 16);
@@ -1008,7 +1020,7 @@ static void pk_gemv(const PackedProblem& P) {
 // K blocks: equal sizes <= KC (even for bf16 so pair rows never straddle blocks); a
 // function of K only.
 TX_INLINE int64_t pk_kc(const PackedProblem& P) {
-  int64_t kc = ceil_div(P.K, ceil_div(P.K, KC));
+  int64_t kc = ceil_div(P.K, ceil_div(P.K, kc_for_l2()));
   if (P.bf) kc = round_up(kc, 2);
   return kc;
 }
