@@ -1017,8 +1017,8 @@ static void pk_gemv(const PackedProblem& P) {
   }
 }
 
-// K blocks: equal sizes <= KC (even for bf16 so pair rows never straddle blocks); a
-// function of K only.
+// K blocks: equal sizes <= KC (kc_for_l2; even for bf16 so pair rows never straddle
+// blocks); a function of K and the L2 size only.
 TX_INLINE int64_t pk_kc(const PackedProblem& P) {
   int64_t kc = ceil_div(P.K, ceil_div(P.K, kc_for_l2()));
   if (P.bf) kc = round_up(kc, 2);
