@@ -4,6 +4,7 @@
     python benchmarks/bench_ops.py [--quick] [--ops matmul,attention] [--threads 1,2] [--json FILE]
     python benchmarks/bench_ops.py --gemv [--threads 1,2] [--repeats N]   # decode GEMV, cold weights
     python benchmarks/bench_ops.py --gemm [--threads 1,2] [--repeats N] [--quick] [--high]
+    python benchmarks/bench_ops.py --paired [--ops attention] [--threads 1,2]   # ours vs torch, alternating
 
 Reuses transformer_ext.bench (cases, timing, roofline) and adds a torch column when
 torch is importable (torch.set_num_threads matches each thread count). Softmax, layer norm
@@ -19,6 +20,12 @@ own OpenMP runtime: on a 2-core machine the idle, spinning workers of one runtim
 the cores the other needs. If numbers still look distorted, run with
 OMP_WAIT_POLICY=passive (idle OpenMP workers sleep instead of spinning; it also makes
 every fork/join a little slower, for both).
+
+--paired: only ours and torch, on the same cases, alternating sample by sample (with a
+0.15 s sleep before each sample, as --gemm, so the other runtime's workers stop spinning),
+and ours/torch = the median over rounds of torch's time / ours in the same round (paired:
+this VM's speed drifts ~1.5x within minutes, and the phases above can land in different
+states of it), quartiles in brackets.
 
 --gemv: the decoding GEMV (x (M, K) @ W, M = 1 and 4, GPT-2 small shapes) with the
 weights read from DRAM, not cache: each case cycles through copies of W totalling ≥ 300 MB
@@ -446,6 +453,55 @@ def run_gemm(threads, repeats, min_time, peaks, shapes=GEMM_SHAPES, use_torch=Tr
     return rows
 
 
+# ------------------------------------------------------------------ --paired: ours and torch alternating
+
+PAIRED_COLUMNS = [
+    ("op", 21, lambda r: r["name"]),
+    ("shape", 26, lambda r: r["shape"]),
+    ("thr", 3, lambda r: str(r["threads"])),
+    ("ours ms", 9, lambda r: f"{r['median_s']['ours'] * 1e3:.3f}"),
+    ("torch ms", 9, lambda r: f"{r['median_s']['torch'] * 1e3:.3f}"),
+    ("ours/torch", 17, lambda r: _gemm_ratio(r, "torch")),
+]
+
+
+def run_paired(cases, threads, repeats, min_time) -> list[dict]:
+    """Ours (cpp backend) and torch on the same case, sample by sample in alternation
+    (round_robin, with SETTLE_S of sleep before each sample so the other runtime's workers
+    stop spinning), and the ratio taken within each round (paired_ratio): the phases of the
+    default table can land in different states of this VM."""
+    import torch
+    from transformer_ext import _backend
+    setups = torch_setups(torch)
+    print(bench.format_header(PAIRED_COLUMNS), flush=True)
+    rows = []
+    saved = _backend.get_num_threads(), torch.get_num_threads()
+    try:
+        for case in cases:
+            try:
+                fns = {"ours": case.setup(np.random.default_rng(0), *case.args),
+                       "torch": setups[case.setup](np.random.default_rng(0), *case.args)}
+            except Exception as exc:  # a case torch (or we) cannot run: say so, go on
+                print(f"{case.name:21s}  {case.shape:26s}  skipped: {type(exc).__name__}: {exc}", flush=True)
+                continue
+            for n in threads:
+                _backend.set_num_threads(n)
+                torch.set_num_threads(n)
+                with _backend.use_backend("cpp"):
+                    secs = round_robin(fns, repeats, min_time, settle=SETTLE_S)
+                row = {"name": case.name, "shape": case.shape, "threads": n, "samples_s": secs,
+                       "median_s": {k: float(np.median(v)) for k, v in secs.items()},
+                       "ours_over_torch": paired_ratio(secs, "torch")}
+                rows.append(row)
+                print(bench.format_row(row, PAIRED_COLUMNS), flush=True)
+            del fns
+            gc.collect()
+    finally:
+        _backend.set_num_threads(saved[0])
+        torch.set_num_threads(saved[1])
+    return rows
+
+
 def _blas_note(blas) -> str:
     kernels = ", ".join(f"{b.get('internal_api')} {b.get('version')} kernel={b.get('architecture')}"
                         for b in blas) if isinstance(blas, list) else blas
@@ -496,6 +552,8 @@ def main(argv=None) -> int:
                     help="only the GEMM table, round-robin vs NumPy and torch (see the module docstring)")
     ap.add_argument("--high", action="store_true",
                     help='with --gemm: also ours at matmul precision "high" (bf16x3 on AMX tiles where present)')
+    ap.add_argument("--paired", action="store_true",
+                    help="only ours vs torch, alternating sample by sample, ratio per round (see the module docstring)")
     ap.add_argument("--avx2", action="store_true", help=bench.AVX2_CAP_HELP)
     args = ap.parse_args(argv)
     if args.avx2:
@@ -512,6 +570,19 @@ def main(argv=None) -> int:
     have_torch = not args.no_torch and importlib.util.find_spec("torch") is not None
     if args.gemm:
         return main_gemm(args, threads)
+    if args.paired:
+        if not have_torch:
+            ap.error("--paired needs torch")
+        print(bench.format_machine(bench.machine_info() | {"command": " ".join([sys.executable] + sys.argv)}, {}))
+        print(f"timing  : ours and torch alternating, {repeats} samples of >= {min_time * 1e3:.0f} ms each, "
+              f"{SETTLE_S} s of sleep before each; ours/torch = median over rounds of torch's time / ours in the "
+              "same round (> 1: ours faster), quartiles in brackets\n", flush=True)
+        rows = run_paired(cases, threads, repeats, min_time)
+        if args.json_path:
+            with open(args.json_path, "w") as fh:
+                json.dump({"paired": rows}, fh, indent=1)
+            print(f"wrote {args.json_path}")
+        return 0
     if args.gemv:
         rows = run_gemv(threads, args.repeats or (5 if args.quick else 9))
         if args.json_path:

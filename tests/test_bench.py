@@ -116,6 +116,22 @@ def test_gemm_ratios_pair_samples_of_the_same_round():
     assert paired_ratio(secs, "numpy") is None
 
 
+@needs_core
+def test_bench_ops_paired_alternates_ours_and_torch(tmp_path, capsys):
+    pytest.importorskip("torch")
+    out = tmp_path / "p.json"
+    rc = load_bench_ops().main(["--paired", "--ops", "attention", "--quick", "--threads", "1", "--repeats", "2",
+                                "--json", str(out)])
+    assert rc == 0
+    rows = json.loads(out.read_text())["paired"]
+    assert {r["name"] for r in rows} == {"attention fwd", "attention fwd+bwd"}
+    for r in rows:
+        ours, torch_s = r["samples_s"]["ours"], r["samples_s"]["torch"]
+        assert len(ours) == len(torch_s) == 2 and min(ours + torch_s) > 0
+        assert r["ours_over_torch"][0] == pytest.approx(float(np.median(np.array(torch_s) / np.array(ours))))
+    assert "ours/torch" in capsys.readouterr().out
+
+
 def test_bench_ops_torch_out_rows_compute_what_new_rows_do():
     torch = pytest.importorskip("torch")
     bench_ops = load_bench_ops()
