@@ -4,7 +4,8 @@
 // L1/L2, numerically sound unlike E[x²] − μ²; μ from the deviations from x[0]),
 // rstd = 1/√(σ² + eps),
 // y = (x − μ)·rstd·γ + β. Rows are spread over threads; the next row is prefetched while
-// one is computed; outputs (y, dx) of >= 8 MiB are written with streaming stores (vmath.h).
+// one is computed, line by line as the row loops run; outputs (y, dx) of >= 8 MiB are
+// written with streaming stores (vmath.h).
 // The row loops use the vector layer (vec.h): GCC's code for `omp simd` reductions kept
 // the lanes in memory and ran the forward at 40% of the bandwidth bound.
 //
@@ -30,11 +31,19 @@ namespace {
 const int64_t kChunk = 64;  // rows per partial sum: independent of the thread count
 const int64_t kPiece = 1024;  // floats per L1 staging buffer for streaming stores
 
-// Ask for the next row while this one is computed (the hardware prefetcher alone does
-// not run far enough ahead across rows). Rows up to 16 KiB.
-static inline void prefetch_row(const float* x, int64_t n) {
-  if (n > 4096) return;
-  for (int64_t j = 0; j < n; j += 16) __builtin_prefetch(x + j, 0, 3);
+// Asks for the cache line at p (nullptr: the last row, nothing). The row loops call it on
+// the next row at the pace they read this one. One core keeps only ~16 L1 misses in
+// flight: a burst of a whole row's prefetches at the start of a row (as before) stalled
+// there on full fill buffers and left the memory idle during the row's later passes.
+TX_INLINE void prefetch_line(const float* p) {
+  if (p) __builtin_prefetch(p, 0, 3);
+}
+
+// Row r + 1 of a (rows, n) array at a, to prefetch while row r is computed; nullptr after
+// the last row and for rows over 16 KiB (a line asked for a whole row ahead would leave
+// L1 before it is read; within a long row the hardware prefetcher keeps up).
+TX_INLINE const float* next_row(const float* a, int64_t r, int64_t rows, int64_t n) {
+  return r + 1 < rows && n <= 4096 ? a + (r + 1) * n : nullptr;
 }
 
 // Writes dst[0 .. n), piece(j0, len, out) computing dst[j0 .. j0+len) into out: in place,
@@ -51,10 +60,10 @@ TX_INLINE void write_row(float* dst, int64_t n, bool stream, F piece) {
 }
 
 // One row: statistics, then y = (x − μ)·rstd·γ + β written to y (or to buf, len floats
-// at offset j0, for the streaming path).
+// at offset j0, for the streaming path). The first pass prefetches the next row.
 static inline void layer_norm_row(const float* x, const float* gamma, const float* beta,
                                   float eps, int64_t n, float* y, float* mean, float* rstd,
-                                  bool stream) {
+                                  bool stream, const float* next) {
   const int64_t nv = n - n % VL;  // full vectors; the rest in scalar code
   // μ = s + mean(x − s) with s = x[0]: the deviations are small even when |μ| >> σ, so a
   // float sum of them is accurate (the shifted-data algorithm), and the vector loop needs
@@ -62,7 +71,10 @@ static inline void layer_norm_row(const float* x, const float* gamma, const floa
   // (Sterbenz), so x − μ keeps full precision for un-normalised inputs.
   const float s0 = n > 0 ? x[0] : 0.0f;
   const V vs = vset1(s0);
-  float ds = row_sum(nv, [&](int64_t j) { return vsub(vload(x + j), vs); });
+  float ds = row_sum(nv, [&](int64_t j) {
+    prefetch_line(next ? next + j : nullptr);
+    return vsub(vload(x + j), vs);
+  });
   for (int64_t j = nv; j < n; ++j) ds += x[j] - s0;
   const double mu_d = (double)s0 + (double)ds / (double)n;
   const float mu_hi = (float)mu_d;
@@ -92,16 +104,24 @@ static inline void layer_norm_row(const float* x, const float* gamma, const floa
   *rstd = rs;
 }
 
-// dx for one row, and dγ/dβ partials += this row's dy∘x̂ and dy.
+// dx for one row, and dγ/dβ partials += this row's dy∘x̂ and dy. Both passes prefetch
+// the next row's dy and x (dy_next, x_next; nullptr for the last row): the first pass
+// its first half, the second pass the rest (+15% over prefetching it all in the first).
 static inline void layer_norm_backward_row(const float* dy, const float* x, const float* gamma,
                                            float mu, float rs, int64_t n, float* dx, float* pg,
-                                           float* pb, bool stream) {
+                                           float* pb, bool stream, const float* dy_next,
+                                           const float* x_next) {
+  const auto prefetch_next = [&](int64_t j) {  // j in [0, 2n): line j / 2 of the next row
+    prefetch_line(dy_next ? dy_next + j / 2 : nullptr);
+    prefetch_line(x_next ? x_next + j / 2 : nullptr);
+  };
   const int64_t nv = n - n % VL;
   const V vmu = vset1(mu), vrs = vset1(rs);
   // Σ g and Σ g∘x̂ (g = γ∘dy), two chains each.
   V a0 = vzero(), a1 = vzero(), b0 = vzero(), b1 = vzero();
   int64_t j = 0;
   for (; j + 2 * VL <= nv; j += 2 * VL) {
+    prefetch_next(j);
     const V g0 = vmul(vload(gamma + j), vload(dy + j)), g1 = vmul(vload(gamma + j + VL), vload(dy + j + VL));
     a0 = vadd(a0, g0);
     a1 = vadd(a1, g1);
@@ -126,6 +146,7 @@ static inline void layer_norm_backward_row(const float* dy, const float* x, cons
     int64_t i = 0;
     for (; i + VL <= len; i += VL) {
       const int64_t k = j0 + i;
+      prefetch_next(n + k);
       const V d = vload(dy + k), xh = vmul(vsub(vload(x + k), vmu), vrs);
       vstore(out + i, vmul(vrs, vsub(vsub(vmul(vload(gamma + k), d), va), vmul(xh, vb))));
       vstore(pg + k, vfma(d, xh, vload(pg + k)));
@@ -156,12 +177,8 @@ static void backward_chunks(const float* dy, const float* x, const float* gamma,
     float* pb = pg + n;
     const int64_t r1 = (c + 1) * kChunk < rows ? (c + 1) * kChunk : rows;
     for (int64_t r = c * kChunk; r < r1; ++r) {
-      if (r + 1 < rows) {
-        prefetch_row(dy + (r + 1) * n, n);
-        prefetch_row(x + (r + 1) * n, n);
-      }
       layer_norm_backward_row(dy + r * n, x + r * n, gamma, mean[r], rstd[r], n, dx + r * n, pg,
-                              pb, stream);
+                              pb, stream, next_row(dy, r, rows, n), next_row(x, r, rows, n));
     }
     if (stream) tx_stream_fence();  // this chunk's streaming stores, before anyone reads dx
   }
@@ -205,8 +222,8 @@ void layer_norm_forward(const float* x, const float* gamma, const float* beta, f
   {
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
-      if (r + 1 < rows) prefetch_row(x + (r + 1) * n, n);
-      layer_norm_row(x + r * n, gamma, beta, eps, n, y + r * n, mean + r, rstd + r, stream);
+      layer_norm_row(x + r * n, gamma, beta, eps, n, y + r * n, mean + r, rstd + r, stream,
+                     next_row(x, r, rows, n));
     }
     if (stream) tx_stream_fence();  // each thread orders its own streaming stores
   }
