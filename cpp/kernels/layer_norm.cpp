@@ -20,6 +20,7 @@
 #include <new>
 
 #include "tx/kernels.h"
+#include "rows.h"  // next_row, prefetch_line, prefetch_half
 #include "vec.h"
 #include "vmath.h"
 
@@ -30,21 +31,6 @@ namespace {
 
 const int64_t kChunk = 64;  // rows per partial sum: independent of the thread count
 const int64_t kPiece = 1024;  // floats per L1 staging buffer for streaming stores
-
-// Asks for the cache line at p (nullptr: the last row, nothing). The row loops call it on
-// the next row at the pace they read this one. One core keeps only ~16 L1 misses in
-// flight: a burst of a whole row's prefetches at the start of a row (as before) stalled
-// there on full fill buffers and left the memory idle during the row's later passes.
-TX_INLINE void prefetch_line(const float* p) {
-  if (p) __builtin_prefetch(p, 0, 3);
-}
-
-// Row r + 1 of a (rows, n) array at a, to prefetch while row r is computed; nullptr after
-// the last row and for rows over 16 KiB (a line asked for a whole row ahead would leave
-// L1 before it is read; within a long row the hardware prefetcher keeps up).
-TX_INLINE const float* next_row(const float* a, int64_t r, int64_t rows, int64_t n) {
-  return r + 1 < rows && n <= 4096 ? a + (r + 1) * n : nullptr;
-}
 
 // Writes dst[0 .. n), piece(j0, len, out) computing dst[j0 .. j0+len) into out: in place,
 // or (stream: a large output) in pieces through an L1 buffer and non-temporal stores.
@@ -105,23 +91,18 @@ static inline void layer_norm_row(const float* x, const float* gamma, const floa
 }
 
 // dx for one row, and dγ/dβ partials += this row's dy∘x̂ and dy. Both passes prefetch
-// the next row's dy and x (dy_next, x_next; nullptr for the last row): the first pass
-// its first half, the second pass the rest (+15% over prefetching it all in the first).
+// half of the next row's dy and x (dy_next, x_next; nullptr for the last row).
 static inline void layer_norm_backward_row(const float* dy, const float* x, const float* gamma,
                                            float mu, float rs, int64_t n, float* dx, float* pg,
                                            float* pb, bool stream, const float* dy_next,
                                            const float* x_next) {
-  const auto prefetch_next = [&](int64_t j) {  // j in [0, 2n): line j / 2 of the next row
-    prefetch_line(dy_next ? dy_next + j / 2 : nullptr);
-    prefetch_line(x_next ? x_next + j / 2 : nullptr);
-  };
   const int64_t nv = n - n % VL;
   const V vmu = vset1(mu), vrs = vset1(rs);
   // Σ g and Σ g∘x̂ (g = γ∘dy), two chains each.
   V a0 = vzero(), a1 = vzero(), b0 = vzero(), b1 = vzero();
   int64_t j = 0;
   for (; j + 2 * VL <= nv; j += 2 * VL) {
-    prefetch_next(j);
+    prefetch_half(dy_next, x_next, j);
     const V g0 = vmul(vload(gamma + j), vload(dy + j)), g1 = vmul(vload(gamma + j + VL), vload(dy + j + VL));
     a0 = vadd(a0, g0);
     a1 = vadd(a1, g1);
@@ -146,7 +127,7 @@ static inline void layer_norm_backward_row(const float* dy, const float* x, cons
     int64_t i = 0;
     for (; i + VL <= len; i += VL) {
       const int64_t k = j0 + i;
-      prefetch_next(n + k);
+      prefetch_half(dy_next, x_next, n + k);
       const V d = vload(dy + k), xh = vmul(vsub(vload(x + k), vmu), vrs);
       vstore(out + i, vmul(vrs, vsub(vsub(vmul(vload(gamma + k), d), va), vmul(xh, vb))));
       vstore(pg + k, vfma(d, xh, vload(pg + k)));

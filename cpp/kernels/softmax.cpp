@@ -12,28 +12,12 @@
 #include "tx/kernels.h"
 #include "vec.h"
 #include "vmath.h"
-#include "rows.h"  // max_of_row, exp_shifted_sum
+#include "rows.h"  // max_of_row, exp_shifted_sum, next_row, prefetch_half
 
 namespace tx {
 namespace TX_ISA_NS {
 
 namespace {
-
-// Ask for the next row while this one is computed (exp-heavy passes leave the memory
-// bus idle; the hardware prefetcher alone does not run far enough ahead). Rows up to
-// 16 KiB; longer rows are streamed well by the hardware prefetcher. (The backward pass;
-// the forward spreads its prefetches over the exp pass, see exp_shifted_sum.)
-static inline void prefetch_row(const float* x, int64_t n) {
-  if (n > 4096) return;
-  for (int64_t j = 0; j < n; j += 16) __builtin_prefetch(x + j, 0, 3);
-}
-
-static inline float row_dot(const float* a, const float* b, int64_t n) {
-  const int64_t nv = n - n % VL;
-  float s = row_sum(nv, [&](int64_t j) { return vmul(vload(a + j), vload(b + j)); });
-  for (int64_t j = nv; j < n; ++j) s += a[j] * b[j];
-  return s;
-}
 
 static inline void softmax_row(const float* x, float* y, int64_t n, int64_t ahead) {
   const float m = max_of_row(x, n);
@@ -47,11 +31,22 @@ static inline void softmax_row(const float* x, float* y, int64_t n, int64_t ahea
   for (int64_t j = 0; j < n; ++j) y[j] *= inv;
 }
 
-// dx_j = y_j·(dy_j − Σ_k dy_k·y_k)   (Jacobian of softmax applied to dy).
-static inline void softmax_backward_row(const float* dy, const float* y, float* dx, int64_t n) {
-  const float dot = row_dot(dy, y, n);
-#pragma omp simd
-  for (int64_t j = 0; j < n; ++j) dx[j] = y[j] * (dy[j] - dot);
+// dx_j = y_j·(dy_j − Σ_k dy_k·y_k)   (Jacobian of softmax applied to dy). Both passes
+// prefetch half of the next rows dy_next, y_next (nullptr: none).
+static inline void softmax_backward_row(const float* dy, const float* y, float* dx, int64_t n,
+                                        const float* dy_next, const float* y_next) {
+  const int64_t nv = n - n % VL;
+  float dot = row_sum(nv, [&](int64_t j) {
+    prefetch_half(dy_next, y_next, j);
+    return vmul(vload(dy + j), vload(y + j));
+  });
+  for (int64_t j = nv; j < n; ++j) dot += dy[j] * y[j];
+  const V vd = vset1(dot);
+  for (int64_t j = 0; j < nv; j += VL) {
+    prefetch_half(dy_next, y_next, n + j);
+    vstore(dx + j, vmul(vload(y + j), vsub(vload(dy + j), vd)));
+  }
+  for (int64_t j = nv; j < n; ++j) dx[j] = y[j] * (dy[j] - dot);
 }
 
 }  // namespace
@@ -61,7 +56,7 @@ void softmax_forward(const float* x, float* y, int64_t rows, int64_t n) {
   (void)work;  // (unused in a build without OpenMP)
   TX_OMP_FOR(work)
   for (int64_t r = 0; r < rows; ++r) {
-    softmax_row(x + r * n, y + r * n, n, r + 1 < rows && n <= 4096 ? n : 0);  // as prefetch_row
+    softmax_row(x + r * n, y + r * n, n, next_row(x, r, rows, n) ? n : 0);
   }
 }
 
@@ -70,11 +65,8 @@ void softmax_backward(const float* dy, const float* y, float* dx, int64_t rows, 
   (void)work;  // (unused in a build without OpenMP)
   TX_OMP_FOR(work)
   for (int64_t r = 0; r < rows; ++r) {
-    if (r + 1 < rows) {
-      prefetch_row(dy + (r + 1) * n, n);
-      prefetch_row(y + (r + 1) * n, n);
-    }
-    softmax_backward_row(dy + r * n, y + r * n, dx + r * n, n);
+    softmax_backward_row(dy + r * n, y + r * n, dx + r * n, n, next_row(dy, r, rows, n),
+                         next_row(y, r, rows, n));
   }
 }
 
