@@ -25,7 +25,10 @@ every fork/join a little slower, for both).
 0.15 s sleep before each sample, as --gemm, so the other runtime's workers stop spinning),
 and ours/torch = the median over rounds of torch's time / ours in the same round (paired:
 this VM's speed drifts ~1.5x within minutes, and the phases above can land in different
-states of it), quartiles in brackets.
+states of it), quartiles in brackets. Memory-bound cases also alternate with the copy
+probe (64 MiB copied with streaming stores): "ours %copy" = the median over rounds of our
+GB/s / the probe's GB/s in the same round, where the default table divides by one probe
+run at the start.
 
 --gemv: the decoding GEMV (x (M, K) @ W, M = 1 and 4, GPT-2 small shapes) with the
 weights read from DRAM, not cache: each case cycles through copies of W totalling ≥ 300 MB
@@ -455,6 +458,11 @@ def run_gemm(threads, repeats, min_time, peaks, shapes=GEMM_SHAPES, use_torch=Tr
 
 # ------------------------------------------------------------------ --paired: ours and torch alternating
 
+def _paired_pct(r):  # ours' GB/s as % of the copy probe's in the same round (memory-bound rows)
+    p = r.get("pct_copy_paired")
+    return f"{p[0]:.0f}% ({p[1]:.0f}-{p[2]:.0f})" if p else "-"
+
+
 PAIRED_COLUMNS = [
     ("op", 21, lambda r: r["name"]),
     ("shape", 26, lambda r: r["shape"]),
@@ -462,7 +470,17 @@ PAIRED_COLUMNS = [
     ("ours ms", 9, lambda r: f"{r['median_s']['ours'] * 1e3:.3f}"),
     ("torch ms", 9, lambda r: f"{r['median_s']['torch'] * 1e3:.3f}"),
     ("ours/torch", 17, lambda r: _gemm_ratio(r, "torch")),
+    ("ours %copy", 15, _paired_pct),
 ]
+COPY_PROBE_FLOATS = 16 << 20  # --paired's copy probe: 64 MiB onto 64 MiB, past this L2 and most of L3 twice over
+
+
+def paired_copy_pct(secs: dict, case_bytes: float, copy_bytes: float):
+    """Median and quartiles over rounds of ours' GB/s as % of the copy probe's GB/s in the
+    same round ("copy" in secs), or None: the % of bandwidth of a memory-bound kernel with
+    the VM's drift cancelled as in paired_ratio."""
+    p = paired_ratio(secs, "copy")
+    return tuple(100.0 * q * case_bytes / copy_bytes for q in p) if p else None
 
 
 def run_paired(cases, threads, repeats, min_time) -> list[dict]:
@@ -484,6 +502,11 @@ def run_paired(cases, threads, repeats, min_time) -> list[dict]:
             except Exception as exc:  # a case torch (or we) cannot run: say so, go on
                 print(f"{case.name:21s}  {case.shape:26s}  skipped: {type(exc).__name__}: {exc}", flush=True)
                 continue
+            copy_bytes = 0.0
+            if case.bound != "compute" and _backend.core is not None:  # and the copy probe in the same rounds
+                src, dst = np.ones(COPY_PROBE_FLOATS, np.float32), np.empty(COPY_PROBE_FLOATS, np.float32)
+                fns["copy"] = lambda src=src, dst=dst: _backend.core.probe_copy(src, dst, 1)
+                copy_bytes = 8.0 * COPY_PROBE_FLOATS
             for n in threads:
                 _backend.set_num_threads(n)
                 torch.set_num_threads(n)
@@ -491,7 +514,8 @@ def run_paired(cases, threads, repeats, min_time) -> list[dict]:
                     secs = round_robin(fns, repeats, min_time, settle=SETTLE_S)
                 row = {"name": case.name, "shape": case.shape, "threads": n, "samples_s": secs,
                        "median_s": {k: float(np.median(v)) for k, v in secs.items()},
-                       "ours_over_torch": paired_ratio(secs, "torch")}
+                       "ours_over_torch": paired_ratio(secs, "torch"),
+                       "pct_copy_paired": paired_copy_pct(secs, case.bytes, copy_bytes) if copy_bytes else None}
                 rows.append(row)
                 print(bench.format_row(row, PAIRED_COLUMNS), flush=True)
             del fns

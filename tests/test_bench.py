@@ -132,6 +132,25 @@ def test_bench_ops_paired_alternates_ours_and_torch(tmp_path, capsys):
     assert "ours/torch" in capsys.readouterr().out
 
 
+def test_bench_ops_paired_measures_memory_bound_ops_against_the_copy_probe_each_round(tmp_path):
+    pytest.importorskip("torch")
+    bench_ops = load_bench_ops()
+    out = tmp_path / "p.json"
+    rc = bench_ops.main(["--paired", "--ops", "layer_norm", "--quick", "--threads", "1", "--repeats", "3",
+                         "--json", str(out)])
+    assert rc == 0
+    rows = json.loads(out.read_text())["paired"]
+    assert rows
+    for r in rows:
+        secs = r["samples_s"]
+        assert len(secs["copy"]) == len(secs["ours"]) == 3
+        case = next(c for c in bench.build_cases(True) if c.name == r["name"] and c.shape == r["shape"])
+        q = np.array(secs["copy"]) / np.array(secs["ours"]) * case.bytes / (8.0 * bench_ops.COPY_PROBE_FLOATS)
+        assert r["pct_copy_paired"][0] == pytest.approx(100 * float(np.median(q)))
+    # compute-bound cases run no probe
+    assert bench_ops.paired_copy_pct({"ours": [1.0]}, 1.0, 1.0) is None
+
+
 def test_bench_ops_torch_out_rows_compute_what_new_rows_do():
     torch = pytest.importorskip("torch")
     bench_ops = load_bench_ops()
