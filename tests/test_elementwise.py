@@ -531,6 +531,37 @@ def test_out_matches_new_output_bit_for_bit(isa, rng, rows, n):
     assert ops.softmax(e, out=np.empty_like(e)).shape == (0, 5)
 
 
+@pytest.mark.parametrize("offset", [0, 1, 5, 13])  # floats past a 64-byte line
+@pytest.mark.parametrize("threads", [1, 2])
+def test_layer_norm_streamed_output_at_any_alignment(isa, rng, offset, threads):
+    # An output of >= 8 MiB is streamed (vmath.h's TxStream): rows of 771 floats (not whole
+    # lines) into an out array starting `offset` floats past a line, so vectors straddle
+    # rows and the threads' runs meet mid-line. Rows are independent, so each block must
+    # equal the same rows computed alone (small: not streamed), and nothing outside out
+    # may be written.
+    rows, n = 2900, 771
+    x, dy = randn(rng, rows, n, scale=2.0, loc=0.5), randn(rng, rows, n)
+    g, b = randn(rng, n), randn(rng, n)
+    buf = np.full(rows * n + 64, np.nan, np.float32)
+    start = (-buf.ctypes.data % 64) // 4 + offset
+    out = buf[start:start + rows * n].reshape(rows, n)
+    before = tx.get_num_threads()
+    tx.set_num_threads(threads)
+    try:
+        y, saved = ops.layer_norm(x, g, b, return_saved=True, out=out)
+        y = y.copy()
+        dx = ops.layer_norm_backward(dy, x, g, b, saved=saved, out=out)[0]
+    finally:
+        tx.set_num_threads(before)
+    assert np.isnan(buf[:start]).all() and np.isnan(buf[start + rows * n:]).all()
+    for r0 in range(0, rows, 700):  # 700 rows: 2.2 MB, below the streaming threshold
+        blk = slice(r0, r0 + 700)
+        y_blk, saved_blk = ops.layer_norm(x[blk], g, b, return_saved=True)
+        np.testing.assert_array_equal(y[blk], y_blk)
+        dx_blk = ops.layer_norm_backward(dy[blk], x[blk], g, b, saved=saved_blk)[0]
+        np.testing.assert_array_equal(dx[blk], dx_blk)
+
+
 def test_out_in_place(isa, rng):
     for name, f in [("softmax", ops.softmax), ("gelu tanh", ops.gelu),
                     ("gelu none", lambda x, out=None: ops.gelu(x, approximate="none", out=out)),

@@ -33,23 +33,23 @@ const int64_t kChunk = 64;  // rows per partial sum: independent of the thread c
 const int64_t kPiece = 1024;  // floats per L1 staging buffer for streaming stores
 
 // Writes dst[0 .. n), piece(j0, len, out) computing dst[j0 .. j0+len) into out: in place,
-// or (stream: a large output) in pieces through an L1 buffer and non-temporal stores.
+// or (sink: a large output's streaming writer) in pieces through an L1 buffer.
 template <class F>
-TX_INLINE void write_row(float* dst, int64_t n, bool stream, F piece) {
-  if (!stream) return piece(0, n, dst);
+TX_INLINE void write_row(float* dst, int64_t n, TxStream* sink, F piece) {
+  if (!sink) return piece(0, n, dst);
   alignas(64) float buf[kPiece];
   for (int64_t j0 = 0; j0 < n; j0 += kPiece) {
     const int64_t len = n - j0 < kPiece ? n - j0 : kPiece;
     piece(j0, len, buf);
-    tx_stream_store(dst + j0, buf, len);
+    sink->put(dst + j0, buf, len);
   }
 }
 
-// One row: statistics, then y = (x − μ)·rstd·γ + β written to y (or to buf, len floats
-// at offset j0, for the streaming path). The first pass prefetches the next row.
+// One row: statistics, then y = (x − μ)·rstd·γ + β written to y (through sink, the
+// thread's streaming writer, for a large output). The first pass prefetches the next row.
 static inline void layer_norm_row(const float* x, const float* gamma, const float* beta,
                                   float eps, int64_t n, float* y, float* mean, float* rstd,
-                                  bool stream, const float* next) {
+                                  TxStream* sink, const float* next) {
   const int64_t nv = n - n % VL;  // full vectors; the rest in scalar code
   // μ = s + mean(x − s) with s = x[0]: the deviations are small even when |μ| >> σ, so a
   // float sum of them is accurate (the shifted-data algorithm), and the vector loop needs
@@ -85,7 +85,7 @@ static inline void layer_norm_row(const float* x, const float* gamma, const floa
     }
     for (; j < len; ++j) out[j] = ((x[j0 + j] - mu_hi) - mu_lo) * rs * gamma[j0 + j] + beta[j0 + j];
   };
-  write_row(y, n, stream, normalize);
+  write_row(y, n, sink, normalize);
   *mean = mu_hi;
   *rstd = rs;
 }
@@ -94,7 +94,7 @@ static inline void layer_norm_row(const float* x, const float* gamma, const floa
 // half of the next row's dy and x (dy_next, x_next; nullptr for the last row).
 static inline void layer_norm_backward_row(const float* dy, const float* x, const float* gamma,
                                            float mu, float rs, int64_t n, float* dx, float* pg,
-                                           float* pb, bool stream, const float* dy_next,
+                                           float* pb, TxStream* sink, const float* dy_next,
                                            const float* x_next) {
   const int64_t nv = n - n % VL;
   const V vmu = vset1(mu), vrs = vset1(rs);
@@ -141,7 +141,7 @@ static inline void layer_norm_backward_row(const float* dy, const float* x, cons
       pb[k] += dy[k];
     }
   };
-  write_row(dx, n, stream, dx_piece);
+  write_row(dx, n, sink, dx_piece);
 }
 
 // dx for every row; chunk c (rows [c·kChunk, (c+1)·kChunk)) accumulates its rows, in
@@ -157,11 +157,16 @@ static void backward_chunks(const float* dy, const float* x, const float* gamma,
     float* pg = part + 2 * c * n;
     float* pb = pg + n;
     const int64_t r1 = (c + 1) * kChunk < rows ? (c + 1) * kChunk : rows;
+    TxStream out;
     for (int64_t r = c * kChunk; r < r1; ++r) {
       layer_norm_backward_row(dy + r * n, x + r * n, gamma, mean[r], rstd[r], n, dx + r * n, pg,
-                              pb, stream, next_row(dy, r, rows, n), next_row(x, r, rows, n));
+                              pb, stream ? &out : nullptr, next_row(dy, r, rows, n),
+                              next_row(x, r, rows, n));
     }
-    if (stream) tx_stream_fence();  // this chunk's streaming stores, before anyone reads dx
+    if (stream) {  // this chunk's streaming stores, before anyone reads dx
+      out.finish();
+      tx_stream_fence();
+    }
   }
 }
 
@@ -201,12 +206,16 @@ void layer_norm_forward(const float* x, const float* gamma, const float* beta, f
   const bool stream = rows * n * (int64_t)sizeof(float) >= kTxStreamBytes;
 #pragma omp parallel num_threads(::tx::threads_for(rows * n * 6))
   {
+    TxStream out;  // this thread's: its rows are contiguous (static schedule)
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
-      layer_norm_row(x + r * n, gamma, beta, eps, n, y + r * n, mean + r, rstd + r, stream,
-                     next_row(x, r, rows, n));
+      layer_norm_row(x + r * n, gamma, beta, eps, n, y + r * n, mean + r, rstd + r,
+                     stream ? &out : nullptr, next_row(x, r, rows, n));
     }
-    if (stream) tx_stream_fence();  // each thread orders its own streaming stores
+    if (stream) {  // each thread orders its own streaming stores
+      out.finish();
+      tx_stream_fence();
+    }
   }
 }
 
