@@ -153,7 +153,7 @@ static const int64_t kTxStreamBytes = INT64_MAX;
 // two is carried over and streamed whole, so only a run's two ends go through the cache.
 // (Writing each row alone wrote both partial lines of every row with plain stores, mixed
 // with the streaming ones, since NumPy's arrays start 16 bytes past a line: layer norm
-// 8192×768 ran 5-10% slower into such an array than into an aligned one.) finish() writes
+// 8192×768 ran 4-10% slower into such an array than into an aligned one.) finish() writes
 // the carried floats; the caller then fences (tx_stream_fence) before the data is read.
 struct TxStream {
 #if defined(__AVX512F__)
