@@ -372,6 +372,16 @@ def _transposed(r):
     return f"B: W ({r['N']},{r['K']})" if r["trans_b"] else "-"
 
 
+FMA_PROBE_ITERS = 200_000  # --gemm's FMA probe sample: a few ms (round_robin repeats it to min_time)
+
+
+def _gemm_pct_fma(r):  # paired with the FMA probe when it ran in the rounds, else vs the start-of-run peak
+    p = r.get("pct_fma_paired")
+    if p:
+        return f"{p[0]:.0f}% ({p[1]:.0f}-{p[2]:.0f})"
+    return f"{100 * r['gflops']['ours'] / r['fma_gflops']:.0f}%" if r["fma_gflops"] else "-"
+
+
 GEMM_COLUMNS = [
     ("shape MxKxN", 14, lambda r: f"{r['M']}x{r['K']}x{r['N']}"),
     ("transposed", 15, _transposed),
@@ -379,7 +389,7 @@ GEMM_COLUMNS = [
     *[(f"{k} GF/s", len(k) + 5, lambda r, k=k: _gemm_gf(r, k)) for k in GEMM_VARIANTS],
     ("ours/numpy", 17, lambda r: _gemm_ratio(r, "numpy")),
     ("ours/torch", 17, lambda r: _gemm_ratio(r, "torch")),
-    ("ours %FMA", 9, lambda r: f"{100 * r['gflops']['ours'] / r['fma_gflops']:.0f}%" if r["fma_gflops"] else "-"),
+    ("ours %FMA", 14, _gemm_pct_fma),
     ("best GF/s: ours/numpy/torch", 27, lambda r: " / ".join(_gemm_gf(r, k, "best_gflops") for k in GEMM_VARIANTS)),
 ]
 # --high: ours at matmul precision "high" (bf16x3 on AMX tiles where present) as a fourth variant
@@ -429,15 +439,21 @@ def run_gemm(threads, repeats, min_time, peaks, shapes=GEMM_SHAPES, use_torch=Tr
                 _backend.set_num_threads(n)
                 if torch is not None:
                     torch.set_num_threads(n)
+                probe = {}
+                if core is not None and hasattr(core, "probe_fma"):  # the FMA probe in the same rounds
+                    fns["fma"] = lambda: probe.__setitem__("flops", core.probe_fma(FMA_PROBE_ITERS))
                 with blas.limit(n):
                     secs = round_robin(fns, repeats, min_time, settle=SETTLE_S)
+                fns.pop("fma", None)
                 flops = 2.0 * M * K * N
                 row = {"M": M, "K": K, "N": N, "trans_a": ta, "trans_b": tb, "threads": n, "flops": flops,
                        "fma_gflops": peaks[n]["fma_gflops"],
+                       "fma_probe_flops": probe.get("flops"),
+                       "pct_fma_paired": paired_pct(secs, "fma", flops, probe["flops"]) if probe else None,
                        "median_s": {k: float(np.median(v)) for k, v in secs.items()},
                        "min_s": {k: min(v) for k, v in secs.items()}, "samples_s": secs}
-                row["gflops"] = {k: flops / v / 1e9 for k, v in row["median_s"].items()}
-                row["best_gflops"] = {k: flops / v / 1e9 for k, v in row["min_s"].items()}
+                row["gflops"] = {k: flops / v / 1e9 for k, v in row["median_s"].items() if k != "fma"}
+                row["best_gflops"] = {k: flops / v / 1e9 for k, v in row["min_s"].items() if k != "fma"}
                 # A benchmark of a wrong result is worthless: compare with NumPy's (float32, K-term sums).
                 err = float(np.max(np.abs(c["ours"] - c["numpy"])))
                 row["max_abs_diff_vs_numpy"] = err
@@ -475,12 +491,12 @@ PAIRED_COLUMNS = [
 COPY_PROBE_FLOATS = 16 << 20  # --paired's copy probe: 64 MiB onto 64 MiB, past this L2 and most of L3 twice over
 
 
-def paired_copy_pct(secs: dict, case_bytes: float, copy_bytes: float):
-    """Median and quartiles over rounds of ours' GB/s as % of the copy probe's GB/s in the
-    same round ("copy" in secs), or None: the % of bandwidth of a memory-bound kernel with
-    the VM's drift cancelled as in paired_ratio."""
-    p = paired_ratio(secs, "copy")
-    return tuple(100.0 * q * case_bytes / copy_bytes for q in p) if p else None
+def paired_pct(secs: dict, probe: str, work: float, probe_work: float):
+    """Median and quartiles over rounds of ours' rate (work / time) as % of a probe's rate in
+    the same round (secs[probe]: "copy" for bytes, "fma" for flops), or None: % of the
+    roofline with the VM's drift cancelled as in paired_ratio."""
+    p = paired_ratio(secs, probe)
+    return tuple(100.0 * q * work / probe_work for q in p) if p else None
 
 
 def run_paired(cases, threads, repeats, min_time) -> list[dict]:
@@ -515,7 +531,7 @@ def run_paired(cases, threads, repeats, min_time) -> list[dict]:
                 row = {"name": case.name, "shape": case.shape, "threads": n, "samples_s": secs,
                        "median_s": {k: float(np.median(v)) for k, v in secs.items()},
                        "ours_over_torch": paired_ratio(secs, "torch"),
-                       "pct_copy_paired": paired_copy_pct(secs, case.bytes, copy_bytes) if copy_bytes else None}
+                       "pct_copy_paired": paired_pct(secs, "copy", case.bytes, copy_bytes) if copy_bytes else None}
                 rows.append(row)
                 print(bench.format_row(row, PAIRED_COLUMNS), flush=True)
             del fns

@@ -117,6 +117,21 @@ def test_gemm_ratios_pair_samples_of_the_same_round():
 
 
 @needs_core
+def test_gemm_table_runs_the_fma_probe_in_its_rounds(capsys):
+    bench_ops = load_bench_ops()
+    rows = bench_ops.run_gemm([1], 3, 0.0, {1: {"fma_gflops": None}}, shapes=[(64, 96, 80, False, True)],
+                              use_torch=False)
+    (r,) = rows
+    secs = r["samples_s"]
+    assert len(secs["fma"]) == len(secs["ours"]) == 3 and r["fma_probe_flops"] > 0
+    q = np.array(secs["fma"]) / np.array(secs["ours"]) * r["flops"] / r["fma_probe_flops"]
+    assert r["pct_fma_paired"][0] == pytest.approx(100 * float(np.median(q)))
+    assert set(r["gflops"]) == {"ours", "numpy"}  # the probe is not a GEMM variant
+    assert r["max_abs_diff_vs_numpy"] < 1e-4
+    assert "ours %FMA" in capsys.readouterr().out
+
+
+@needs_core
 def test_bench_ops_paired_alternates_ours_and_torch(tmp_path, capsys):
     pytest.importorskip("torch")
     out = tmp_path / "p.json"
@@ -148,7 +163,7 @@ def test_bench_ops_paired_measures_memory_bound_ops_against_the_copy_probe_each_
         q = np.array(secs["copy"]) / np.array(secs["ours"]) * case.bytes / (8.0 * bench_ops.COPY_PROBE_FLOATS)
         assert r["pct_copy_paired"][0] == pytest.approx(100 * float(np.median(q)))
     # compute-bound cases run no probe
-    assert bench_ops.paired_copy_pct({"ours": [1.0]}, 1.0, 1.0) is None
+    assert bench_ops.paired_pct({"ours": [1.0]}, "copy", 1.0, 1.0) is None
 
 
 def test_bench_ops_torch_out_rows_compute_what_new_rows_do():
