@@ -440,8 +440,12 @@ def run_gemm(threads, repeats, min_time, peaks, shapes=GEMM_SHAPES, use_torch=Tr
                 if torch is not None:
                     torch.set_num_threads(n)
                 probe = {}
+
+                def fma_probe():  # flops it performed, for the paired %FMA
+                    probe["flops"] = core.probe_fma(FMA_PROBE_ITERS)
+
                 if core is not None and hasattr(core, "probe_fma"):  # the FMA probe in the same rounds
-                    fns["fma"] = lambda: probe.__setitem__("flops", core.probe_fma(FMA_PROBE_ITERS))
+                    fns["fma"] = fma_probe
                 with blas.limit(n):
                     secs = round_robin(fns, repeats, min_time, settle=SETTLE_S)
                 fns.pop("fma", None)
@@ -488,7 +492,7 @@ PAIRED_COLUMNS = [
     ("ours/torch", 17, lambda r: _gemm_ratio(r, "torch")),
     ("ours %copy", 15, _paired_pct),
 ]
-COPY_PROBE_FLOATS = 16 << 20  # --paired's copy probe: 64 MiB onto 64 MiB, past this L2 and most of L3 twice over
+COPY_PROBE_FLOATS = 16 << 20  # --paired's copy probe: 64 MiB onto another 64 MiB (128 MiB > this L3)
 
 
 def paired_pct(secs: dict, probe: str, work: float, probe_work: float):

@@ -134,8 +134,9 @@ static const float kErfcBig[kErfcBigLen] = {  // −1.26551223 + t·Q(t), highes
 // A plain store to memory that is not cached first reads the line (read-for-ownership),
 // so a streaming kernel moves 3 bytes per output byte instead of 2. Kernels whose output
 // is too big to stay in cache compute a short piece into an L1 scratch buffer and copy it
-// out with TxStream or tx_stream_store (non-temporal where dst is vector-aligned); tx_stream_fence()
-// must run once after a thread's last stream store (before the data is read elsewhere).
+// out with TxStream or tx_stream_store (non-temporal where dst is vector-aligned);
+// tx_stream_fence() must run once after a thread's last stream store (before the data is
+// read elsewhere).
 // The scalar variant never streams (portable code, no intrinsics: staging would only add
 // a copy). Measured through the Python API (fresh output pages), 2026-11-22: layer norm
 // is 5-20% faster with streaming stores, GELU and softmax 1.1-1.7x slower, so only layer
