@@ -59,7 +59,8 @@ def edges(name: str) -> np.ndarray:
     v = [0.0, -0.0, np.inf, -np.inf, F32_MAX, -F32_MAX, F32_TINY, -F32_TINY, F32_SUB, -F32_SUB,
          1.0, -1.0, 0.5, 0.625, 1e-20, -1e-20, 20.0, -20.0, 1e30, -1e30]
     if name == "exp":  # overflow (88.7228) / subnormal (-87.3365) / zero (-103.9721) thresholds
-        v += [88.72283, 88.7228, 89.0, -87.33654, -87.3365, -103.9721, -103.97208, -104.0, -150.0, 0.34657359, -0.34657359]
+        v += [88.72283, 88.7228, 89.0, -87.33654, -87.3365, -103.9721, -103.97208, -104.0, -150.0, 0.34657359, -0.34657359,
+              88.0, -86.5]  # the last two: AVX2's cheaper 2^n range (vmath.h vexp_upto89)
     if name in ("erf", "erfc"):
         v += [0.9999999, 1.0000001, 3.9, 3.92, 4.0, 10.0, 10.05, 10.06]
     x = np.array(v, np.float32)
@@ -158,8 +159,8 @@ def test_vmath_is_elementwise_whatever_the_blocking(isa, threads, rng):
 
 def test_vmath_exp_same_bits_on_avx2_and_avx512(rng):
     # vmath.h: both take n from the same shifter, the same polynomial, and round p·2^n once
-    # (AVX-512 scalef, AVX2 two exact power-of-two factors), so they agree bit for bit,
-    # subnormal results included.
+    # (AVX-512 scalef, AVX2 an exponent add or two exact power-of-two factors), so they
+    # agree bit for bit, subnormal results included; vexp_le0 (exp_le0) likewise.
     if not {"avx2", "avx512"} <= set(tx.supported_isas()):
         pytest.skip("needs the AVX2 and AVX-512 variants")
     x = np.concatenate([bit_sweep(65537), edges("exp"),
@@ -168,12 +169,26 @@ def test_vmath_exp_same_bits_on_avx2_and_avx512(rng):
     try:
         with tx.use_backend("cpp"):
             tx.set_isa("avx2")
-            y2 = core().vmath("exp", x)
+            y2 = [core().vmath(f, x) for f in ("exp", "exp_le0")]
             tx.set_isa("avx512")
-            y512 = core().vmath("exp", x)
+            y512 = [core().vmath(f, x) for f in ("exp", "exp_le0")]
     finally:
         tx.set_isa(before)
-    np.testing.assert_array_equal(y2, y512)
+    np.testing.assert_array_equal(y2[0], y512[0])
+    np.testing.assert_array_equal(y2[1], y512[1])
+
+
+def test_vmath_exp_le0_gives_exp_bits_for_nonpositive_arguments(isa, rng):
+    # vexp_le0, the kernels' exp (arguments <= 0), skips vexp's upper clamp and on AVX2
+    # applies 2^n by an exponent add where every lane of a vector gives a normal result
+    # (x >= -86.5). It must give vexp's bits whichever lanes leave that range: shuffled,
+    # so fast and slow lanes share vectors, plus long runs of all-fast vectors.
+    sweep_neg = -np.abs(np.concatenate([bit_sweep(4099), edges("exp")]))
+    x = np.concatenate([sweep_neg, rng.uniform(-110, 0, 100_000).astype(np.float32),
+                        np.array([np.nan, -np.inf, -0.0, 0.0], np.float32)])
+    x = np.concatenate([rng.permutation(x), rng.uniform(-86.5, 0, 10_000).astype(np.float32)])
+    np.testing.assert_array_equal(core().vmath("exp_le0", x), core().vmath("exp", x))
+    assert core().vmath("exp_le0", np.array([3.0], np.float32))[0] == 1.0  # the hook clamps x at 0
 
 
 def test_vmath_bad_input(isa):

@@ -178,7 +178,8 @@ py::array vmath_py(const std::string& name, const py::array& x) {
   else if (name == "tanh") which = 1;
   else if (name == "erf") which = 2;
   else if (name == "erfc") which = 3;
-  else throw py::value_error(std::string(op) + ": unknown function '" + name + "' (expected exp, tanh, erf, erfc)");
+  else if (name == "exp_le0") which = 4;
+  else throw py::value_error(std::string(op) + ": unknown function '" + name + "' (expected exp, tanh, erf, erfc, exp_le0)");
   check_in(x, op, "x", -1);
   py::array_t<float> y(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
   const int64_t n = (int64_t)x.size();
@@ -218,6 +219,7 @@ void bind_elementwise(py::module_& m) {
   m.def("activation_backward", &activation_backward_py, py::arg("act"), py::arg("dy"), py::arg("x"),
         py::arg("dx"), "dx = dy * act'(x) element-wise; dy, x, dx C-contiguous float32 of one shape.");
   m.def("vmath", &vmath_py, py::arg("name"), py::arg("x"),
-        "Test hook: returns f(x) element-wise for f in {exp, tanh, erf, erfc}, evaluated by the\n"
-        "kernels' vectorised float32 math (cpp/kernels/vmath.h) under the current ISA variant.");
+        "Test hook: returns f(x) element-wise for f in {exp, tanh, erf, erfc, exp_le0}, evaluated by\n"
+        "the kernels' vectorised float32 math (cpp/kernels/vmath.h) under the current ISA variant;\n"
+        "exp_le0 is exp(min(x, 0)) by vexp_le0, the form the kernels call.");
 }

@@ -21,6 +21,8 @@
 // gelu'(+inf) = 1, gelu'(−inf) = 0; gelu(−inf) = −inf·0 = NaN, like the formula.
 #include <string.h>
 
+#include <type_traits>
+
 #include "tx/kernels.h"
 #include "vmath.h"
 
@@ -83,8 +85,24 @@ static void relu_fwd(const float* x, float* y, int64_t n) {
 // ("4K aliasing"), which is what happens when y − x ≡ 16..255 bytes mod 4 KiB — e.g. y =
 // np.empty_like(x) allocated right after x, sizes a multiple of 4 KiB: 3-4x slower, measured.
 // Loaded a group earlier, every load is older than the stores it could match.
+// f is called as f(x, normal) (f(dy, x, normal) for map_binary): normal is
+// std::true_type where every lane of the group has |x| <= kNormalAbsX, std::false_type
+// elsewhere (and for the tail). There every GELU form's exp argument is in [−76, 0]: the
+// result is normal, and vexp_le0_normal skips its per-vector range test (vmath.h), which
+// would split the code between vectors and keep GCC from interleaving their chains.
 const int64_t kAhead = 512;  // 2 KiB: 32 lines in flight per stream
 const int kGroup = 4;
+const float kNormalAbsX = 9.5f;  // tanh form: −|x|·(1.60 + 0.0714·x²) >= −76; erf: −x²/2 − 1.27 >= −47
+static inline bool group_normal(const V (&x)[kGroup]) {
+#if defined(__AVX2__) && !defined(__AVX512F__)
+  __m256 out = _mm256_cmp_ps(vabs(x[0]), vset1(kNormalAbsX), _CMP_NLE_UQ);  // NaN: true
+  for (int g = 1; g < kGroup; ++g) out = _mm256_or_ps(out, _mm256_cmp_ps(vabs(x[g]), vset1(kNormalAbsX), _CMP_NLE_UQ));
+  return _mm256_movemask_ps(out) == 0;
+#else
+  (void)x;  // only AVX2's exp has a per-vector range test to skip
+  return false;
+#endif
+}
 template <class F>
 static inline void map_unary(const float* x, float* y, int64_t n, F f) {
   int64_t i = 0;
@@ -97,7 +115,11 @@ static inline void map_unary(const float* x, float* y, int64_t n, F f) {
       for (int g = 0; g < kGroup; ++g) {
         __builtin_prefetch(x + i + g * VL + kAhead, 0, 3);
         __builtin_prefetch(y + i + g * VL + kAhead, 1, 3);
-        r[g] = f(a[g]);
+      }
+      if (group_normal(a)) {
+        for (int g = 0; g < kGroup; ++g) r[g] = f(a[g], std::true_type());
+      } else {
+        for (int g = 0; g < kGroup; ++g) r[g] = f(a[g], std::false_type());
       }
       if (more) {
         for (int g = 0; g < kGroup; ++g) a[g] = vload(x + i + (kGroup + g) * VL);
@@ -107,8 +129,8 @@ static inline void map_unary(const float* x, float* y, int64_t n, F f) {
     }
     i += kGroup * VL;
   }
-  for (; i + VL <= n; i += VL) vstore(y + i, f(vload(x + i)));
-  if (i < n) vstore_n(y + i, f(vload_n(x + i, (int)(n - i))), (int)(n - i));
+  for (; i + VL <= n; i += VL) vstore(y + i, f(vload(x + i), std::false_type()));
+  if (i < n) vstore_n(y + i, f(vload_n(x + i, (int)(n - i)), std::false_type()), (int)(n - i));
 }
 template <class F>
 static inline void map_binary(const float* dy, const float* x, float* dx, int64_t n, F f) {
@@ -123,7 +145,11 @@ static inline void map_binary(const float* dy, const float* x, float* dx, int64_
         __builtin_prefetch(dy + i + g * VL + kAhead, 0, 3);
         __builtin_prefetch(x + i + g * VL + kAhead, 0, 3);
         __builtin_prefetch(dx + i + g * VL + kAhead, 1, 3);
-        r[g] = f(a[g], b[g]);
+      }
+      if (group_normal(b)) {
+        for (int g = 0; g < kGroup; ++g) r[g] = f(a[g], b[g], std::true_type());
+      } else {
+        for (int g = 0; g < kGroup; ++g) r[g] = f(a[g], b[g], std::false_type());
       }
       if (more) {
         for (int g = 0; g < kGroup; ++g) {
@@ -135,10 +161,10 @@ static inline void map_binary(const float* dy, const float* x, float* dx, int64_
     }
     i += kGroup * VL;
   }
-  for (; i + VL <= n; i += VL) vstore(dx + i, f(vload(dy + i), vload(x + i)));
+  for (; i + VL <= n; i += VL) vstore(dx + i, f(vload(dy + i), vload(x + i), std::false_type()));
   if (i < n) {
     const int k = (int)(n - i);
-    vstore_n(dx + i, f(vload_n(dy + i, k), vload_n(x + i, k)), k);
+    vstore_n(dx + i, f(vload_n(dy + i, k), vload_n(x + i, k), std::false_type()), k);
   }
 }
 
@@ -146,18 +172,21 @@ static inline void map_binary(const float* dy, const float* x, float* dx, int64_
 // sign of −x): with e = exp(−|u|) in [0, 1] and r = 1/(1 + e) (1 <= 1 + e <= 2: vrecip's
 // range, never inf), s = r for x >= 0 and s = e·r for x < 0. −|u| = |x|·(k1 + k3·x²);
 // x² overflowing for |x| > 1.8e19 gives −inf, e = 0 and s = 0 or 1, the right limits.
+// Normal: std::true_type where |x| <= kNormalAbsX in every lane (map_unary).
 struct GeluTanh {
   V e, r;
-  explicit GeluTanh(V x) {
+  template <class Normal>
+  GeluTanh(V x, Normal) {
     const float k1 = -2.0f * kSqrt2OverPi, k3 = -2.0f * kSqrt2OverPi * kGeluA;
-    e = vexp_le89(vmul(vabs(x), vfma(vset1(k3), vmul(x, x), vset1(k1))));
+    const V arg = vmul(vabs(x), vfma(vset1(k3), vmul(x, x), vset1(k1)));
+    e = Normal::value ? vexp_le0_normal(arg) : vexp_le0(arg);
     r = vrecip(vadd(vset1(1.0f), e));
   }
 };
 
 static void gelu_tanh_fwd(const float* x, float* y, int64_t n) {
-  map_unary(x, y, n, [](V xv) {
-    const GeluTanh g(xv);
+  map_unary(x, y, n, [](V xv, auto normal) {
+    const GeluTanh g(xv, normal);
     return vmul(vselect(vlt(xv, vzero()), vmul(xv, g.e), xv), g.r);  // x·s
   });
 }
@@ -168,14 +197,15 @@ static void gelu_tanh_fwd(const float* x, float* y, int64_t n) {
 // accuracy in the left tail, and 1 − 0.5·E >= 0.5 does not cancel. verfc's |x| < 1 branch
 // (1 − erf: 9 more instructions, for erfc's own ulp bound) would buy Φ only those
 // 5e-7, far inside the GELU's float32 error (GELU erf measured 1.5x faster without it).
-static inline V std_normal_cdf(V x) {
+template <class Normal>
+static inline V std_normal_cdf(V x, Normal) {
   const V a = vmul(vabs(x), vset1(kInvSqrt2)), u = vmul(vset1(0.5f), vmul(x, x));  // u = a²
-  const V half_e = vmul(vset1(0.5f), verfc_big(a, u));
+  const V half_e = vmul(vset1(0.5f), verfc_big<Normal::value>(a, u));
   return vselect(vlt(x, vzero()), half_e, vsub(vset1(1.0f), half_e));  // NaN: 1 − NaN
 }
 
 static void gelu_erf_fwd(const float* x, float* y, int64_t n) {
-  map_unary(x, y, n, [](V xv) { return vmul(xv, std_normal_cdf(xv)); });
+  map_unary(x, y, n, [](V xv, auto normal) { return vmul(xv, std_normal_cdf(xv, normal)); });
 }
 
 // ---- backward blocks: dx = dy · act'(x) ----
@@ -192,8 +222,8 @@ static void relu_bwd(const float* dy, const float* x, float* dx, int64_t n) {
 }
 
 static void gelu_tanh_bwd(const float* dy, const float* x, float* dx, int64_t n) {
-  map_binary(dy, x, dx, n, [](V dyv, V xv) {
-    const GeluTanh g(xv);
+  map_binary(dy, x, dx, n, [](V dyv, V xv, auto normal) {
+    const GeluTanh g(xv, normal);
     const V zero = vzero();
     const V s = vselect(vlt(xv, zero), vmul(g.e, g.r), g.r);
     const V s1ms = vmul(vmul(g.e, g.r), g.r);  // s(1 − s) = e/(1 + e)² for either sign
@@ -208,26 +238,35 @@ static void gelu_tanh_bwd(const float* dy, const float* x, float* dx, int64_t n)
 }
 
 static void gelu_erf_bwd(const float* dy, const float* x, float* dx, int64_t n) {
-  map_binary(dy, x, dx, n, [](V dyv, V xv) {
+  map_binary(dy, x, dx, n, [](V dyv, V xv, auto normal) {
     const V zero = vzero();
-    const V phi = vmul(vexp_le89(vmul(vset1(-0.5f), vmul(xv, xv))), vset1(kInvSqrt2Pi));
+    const V arg = vmul(vset1(-0.5f), vmul(xv, xv));
+    const V phi = vmul(decltype(normal)::value ? vexp_le0_normal(arg) : vexp_le0(arg), vset1(kInvSqrt2Pi));
     const V xphi = vselect(veq(phi, zero), zero, vmul(xv, phi));  // x = ±inf: 0, not inf·0
-    return vmul(dyv, vadd(std_normal_cdf(xv), xphi));
+    return vmul(dyv, vadd(std_normal_cdf(xv, normal), xphi));
   });
 }
 
 // ---- vmath test hook ----
 static void v_exp(const float* x, float* y, int64_t n) {
-  map_unary(x, y, n, [](V v) { return vexp(v); });
+  map_unary(x, y, n, [](V v, auto) { return vexp(v); });
+}
+// exp(min(x, 0)) as the kernels compute it: vexp_le0, or vexp_le0_normal in the groups
+// where map_unary finds |x| <= kNormalAbsX.
+static void v_exp_le0(const float* x, float* y, int64_t n) {
+  map_unary(x, y, n, [](V v, auto normal) {
+    const V arg = vmin(vzero(), v);
+    return decltype(normal)::value ? vexp_le0_normal(arg) : vexp_le0(arg);
+  });
 }
 static void v_tanh(const float* x, float* y, int64_t n) {
-  map_unary(x, y, n, [](V v) { return vtanh(v); });
+  map_unary(x, y, n, [](V v, auto) { return vtanh(v); });
 }
 static void v_erf(const float* x, float* y, int64_t n) {
-  map_unary(x, y, n, [](V v) { return verf(v); });
+  map_unary(x, y, n, [](V v, auto) { return verf(v); });
 }
 static void v_erfc(const float* x, float* y, int64_t n) {
-  map_unary(x, y, n, [](V v) { return verfc(v); });
+  map_unary(x, y, n, [](V v, auto) { return verfc(v); });
 }
 
 }  // namespace
@@ -251,12 +290,13 @@ void activation_backward(int act, const float* dy, const float* x, float* dx, in
 }
 
 // Not in kernels.h (a test hook, declared by bind_elementwise.cpp):
-// which = 0 exp, 1 tanh, 2 erf, 3 erfc; y = f(x) element-wise.
+// which = 0 exp, 1 tanh, 2 erf, 3 erfc, 4 exp(min(x, 0)) by vexp_le0; y = f(x) element-wise.
 void vmath_apply(int which, const float* x, float* y, int64_t n) {
   switch (which) {
     case 0: run_unary(v_exp, x, y, n, 8); break;
     case 1: run_unary(v_tanh, x, y, n, 8); break;
     case 2: run_unary(v_erf, x, y, n, 12); break;
+    case 4: run_unary(v_exp_le0, x, y, n, 8); break;
     default: run_unary(v_erfc, x, y, n, 12); break;
   }
 }

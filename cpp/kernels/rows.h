@@ -66,7 +66,7 @@ static inline float exp_shifted_sum(const float* x, float m, float* y, int64_t n
       for (int g = 0; g < 4; ++g) {
         __builtin_prefetch(x + ahead + j + g * VL, 0, 3);
         __builtin_prefetch(y + ahead + j + g * VL, 1, 3);
-        e[g] = vexp_le89(vsub(a[g], mv));  // x − m <= 0
+        e[g] = vexp_le0(vsub(a[g], mv));  // x − m <= 0
       }
       if (more) {
         for (int g = 0; g < 4; ++g) a[g] = vload(x + j + (4 + g) * VL);
@@ -79,14 +79,14 @@ static inline float exp_shifted_sum(const float* x, float m, float* y, int64_t n
   for (; j < nv; j += VL) {
     __builtin_prefetch(x + ahead + j, 0, 3);
     __builtin_prefetch(y + ahead + j, 1, 3);
-    const V e = vexp_le89(vsub(vload(x + j), mv));
+    const V e = vexp_le0(vsub(vload(x + j), mv));
     vstore(y + j, e);
     acc[0] = vadd(acc[0], e);
   }
   float s = vsum(vadd(vadd(acc[0], acc[1]), vadd(acc[2], acc[3])));
   if (nv < n) {
     const int k = (int)(n - nv);
-    vstore_n(y + nv, vexp_le89(vsub(vload_n(x + nv, k), mv)), k);
+    vstore_n(y + nv, vexp_le0(vsub(vload_n(x + nv, k), mv)), k);
     for (int64_t jt = nv; jt < n; ++jt) s += y[jt];
   }
   return s;
