@@ -249,47 +249,55 @@ TX_INLINE V vpoly(V x, const float* c, int len) {
 // its tx_exp, and AVX2 the same as AVX-512.
 enum ExpRange { kExpUpTo89, kExpLe0, kExpNormal };
 #if defined(__AVX512F__) || defined(__GNUC__)
-template <ExpRange kRange>
-TX_INLINE V vexp_range(V x) {
-  const V x_in = x;
-  x = vmax(vset1(-104.0f), x);  // as tx_exp; NaN passes (vmax returns x)
+// exp's reduction and polynomial: x = n·ln2 + r, returns p = exp(r) and t, the shifter
+// sum whose low mantissa bits hold n.
+TX_INLINE V vexp_reduced(V x, V& t) {
   const V shifter = vset1(12582912.0f);
-  const V t = vfma(x, vset1(kLog2e), shifter);
+  t = vfma(x, vset1(kLog2e), shifter);
   const V n = vsub(t, shifter);
   V r = vfnma(n, vset1(kLn2Hi), x);
   r = vfnma(n, vset1(kLn2Lo), r);
 #if defined(__FP_FAST_FMAF)  // as tx_exp
-  const V p = vpoly(r, kExpPoly, kExpPolyLen);
+  return vpoly(r, kExpPoly, kExpPolyLen);
 #else
-  const V p = vadd(vfma(vpoly(r, kExpPoly, kExpPolyLen - 2), vmul(r, r), r), vset1(1.0f));
+  return vadd(vfma(vpoly(r, kExpPoly, kExpPolyLen - 2), vmul(r, r), r), vset1(1.0f));
 #endif
-#if defined(__AVX512F__)
-  (void)x_in;
-  return _mm512_scalef_ps(p, n);  // p·2^n rounded once: subnormals, 0 and inf included
-#else
-  // GCC/Clang vector extensions on __m256 or the portable V: integer lanes by bit casts.
-  typedef int32_t VI __attribute__((vector_size(sizeof(V))));
-#if defined(__AVX2__)
+}
+
+template <ExpRange kRange>
+TX_INLINE V vexp_range(V x) {
+  V t;
+#if defined(__AVX2__) && !defined(__AVX512F__)
   // Where every lane's result is a normal float (−86.5 <= x <= 88: −125 <= n <= 127,
   // p in [0.70, 1.42]), p·2^n is exact and is p with n added to its exponent field:
   // t's low bits hold n (the 1.5·2^23 shifter), so t << 23 is n << 23 (the shifter's
-  // bits shift out). 2 integer ops instead of the 9 below: AVX2 has no scalef, and these
-  // share the FMA ports. Same bits as the general path, which NaN, −inf, subnormal and
-  // overflowing results take (the comparisons are unordered). The test and its branch cost
-  // ~3 instructions and split the code, which keeps GCC from interleaving neighbouring
-  // vectors' chains: the GELU kernels test once per group of vectors instead and call
-  // vexp_le0_normal. Interleaved A/B with AVX2 (1 and 2 threads): softmax 8192×768
-  // +14-18%, GELU tanh forward +2-5% and backward +5-8% (GELU is bound by its chains'
-  // latency more than by instruction count; a test per vector measured −3% to 0%).
-  if (kRange == kExpNormal) return (V)((VI)p + ((VI)t << 23));
-  __m256 slow = _mm256_cmp_ps(x_in, vset1(-86.5f), _CMP_NGE_UQ);
-  if (kRange == kExpUpTo89) slow = _mm256_or_ps(slow, _mm256_cmp_ps(x_in, vset1(88.0f), _CMP_NLE_UQ));
-  if (__builtin_expect(_mm256_movemask_ps(slow) == 0, 1)) return (V)((VI)p + ((VI)t << 23));
-#else
-  (void)x_in;
+  // bits shift out). 2 integer ops instead of the clamp and 9 below: AVX2 has no scalef,
+  // and these share the FMA ports. Same bits as the general path, which NaN, −inf,
+  // subnormal and overflowing results take (the comparisons are unordered). The test and
+  // its branch cost ~3 instructions and split the code, which keeps GCC from
+  // interleaving neighbouring vectors' chains: the GELU kernels test once per group of
+  // vectors instead and call vexp_le0_normal. Interleaved A/B with AVX2 (1 and 2
+  // threads): softmax 8192×768 +20-25%, GELU tanh forward +5-7% and backward +6-12%
+  // (GELU is bound by its chains' latency more than by instruction count; a test per
+  // vector measured −3% to 0%).
+  typedef int32_t VI __attribute__((vector_size(sizeof(V))));
+  __m256 slow = _mm256_setzero_ps();
+  if (kRange != kExpNormal) slow = _mm256_cmp_ps(x, vset1(-86.5f), _CMP_NGE_UQ);
+  if (kRange == kExpUpTo89) slow = _mm256_or_ps(slow, _mm256_cmp_ps(x, vset1(88.0f), _CMP_NLE_UQ));
+  if (kRange == kExpNormal || __builtin_expect(_mm256_movemask_ps(slow) == 0, 1)) {
+    const V p = vexp_reduced(x, t);
+    return (V)((VI)p + ((VI)t << 23));
+  }
 #endif
-  // 2^n as two exact power-of-two factors, as tx_exp.
-  const VI ni = (VI)t - (VI)shifter;
+  x = vmax(vset1(-104.0f), x);  // as tx_exp; NaN passes (vmax returns x)
+  const V p = vexp_reduced(x, t);
+#if defined(__AVX512F__)
+  return _mm512_scalef_ps(p, vsub(t, vset1(12582912.0f)));  // p·2^n rounded once: subnormals, 0 and inf included
+#else
+  // 2^n as two exact power-of-two factors, as tx_exp (GCC/Clang vector extensions on
+  // __m256 or the portable V: integer lanes by bit casts).
+  typedef int32_t VI __attribute__((vector_size(sizeof(V))));
+  const VI ni = (VI)t - (VI)vset1(12582912.0f);
   const VI n1 = ni >> 1, n2 = ni - n1;
   return vmul(vmul(p, (V)((n1 + 127) << 23)), (V)((n2 + 127) << 23));
 #endif
