@@ -277,7 +277,7 @@ TX_INLINE V vexp_range(V x) {
   // its branch cost ~3 instructions and split the code, which keeps GCC from
   // interleaving neighbouring vectors' chains: the GELU kernels test once per group of
   // vectors instead and call vexp_le0_normal. Interleaved A/B with AVX2 (1 and 2
-  // threads): softmax 8192×768 +20-25%, GELU tanh forward +5-7% and backward +6-12%
+  // threads): softmax 8192×768 +12-28%, GELU tanh forward +5-10% and backward +6-17%
   // (GELU is bound by its chains' latency more than by instruction count; a test per
   // vector measured −3% to 0%).
   typedef int32_t VI __attribute__((vector_size(sizeof(V))));
