@@ -87,12 +87,12 @@ static void relu_fwd(const float* x, float* y, int64_t n) {
 // Loaded a group earlier, every load is older than the stores it could match.
 // f is called as f(x, normal) (f(dy, x, normal) for map_binary): normal is
 // std::true_type where every lane of the group has |x| <= kNormalAbsX, std::false_type
-// elsewhere (and for the tail). There every GELU form's exp argument is in [−76, 0]: the
+// elsewhere (and for the tail). There every GELU form's exp argument is in [−77, 0]: the
 // result is normal, and vexp_le0_normal skips its per-vector range test (vmath.h), which
 // would split the code between vectors and keep GCC from interleaving their chains.
 const int64_t kAhead = 512;  // 2 KiB: 32 lines in flight per stream
 const int kGroup = 4;
-const float kNormalAbsX = 9.5f;  // tanh form: −|x|·(1.60 + 0.0714·x²) >= −76; erf: −x²/2 − 1.27 >= −47
+const float kNormalAbsX = 9.5f;  // tanh form: −|x|·(1.60 + 0.0714·x²) >= −77; erf: −x²/2 − 1.27 >= −47
 static inline bool group_normal(const V (&x)[kGroup]) {
 #if defined(__AVX2__) && !defined(__AVX512F__)
   __m256 out = _mm256_cmp_ps(vabs(x[0]), vset1(kNormalAbsX), _CMP_NLE_UQ);  // NaN: true
