@@ -251,6 +251,28 @@ def test_gelu_limits(isa):
         np.testing.assert_array_equal(d, [1.0, 0.0, 1.0, 0.0, 0.5])
 
 
+def test_gelu_tanh_result_does_not_depend_on_neighbours_beyond_rounding(isa, rng):
+    # With AVX2, a group of vectors whose every |x| <= 9.5 computes σ(2z) = 1/(1 + exp(−2z))
+    # directly, other groups from e = exp(−|2z|) (activation.cpp, GeluTanh). The same x
+    # must give the same value to within both forms' rounding (each ~1-2 ulp; measured at
+    # most 3 ulp forward, 3.9 ulp of the larger of s and the x·s(1−s) term backward, whose
+    # sum cancels near x = −0.75): 4 and 8 ulp. Other ISAs use one form: equal bits.
+    x = rng.uniform(-9.4, 9.4, 1 << 16).astype(np.float32)
+    mixed = x.copy()
+    mixed[::32] = 100.0  # one |x| > 9.5 in every 32 floats: no group takes the direct form
+    keep = np.ones(x.size, bool)
+    keep[::32] = False
+    y, y_mixed = ops.gelu(x), ops.gelu(mixed)
+    dy = np.ones_like(x)
+    dx, dx_mixed = ops.gelu_backward(dy, x), ops.gelu_backward(dy, mixed)
+    xd = x[keep].astype(np.float64)
+    c = np.sqrt(2 / np.pi)
+    s = 1 / (1 + np.exp(-2 * c * (xd + 0.044715 * xd**3)))
+    term = np.abs(2 * xd * s * (1 - s) * c * (1 + 3 * 0.044715 * xd**2))
+    np.testing.assert_allclose(y_mixed[keep], y[keep], rtol=4 * 2.0**-23, atol=0)
+    assert np.all(np.abs(dx_mixed[keep].astype(np.float64) - dx[keep]) <= 8 * 2.0**-23 * (s + term))
+
+
 @pytest.mark.parametrize("n", NS)
 def test_relu_matches_reference_exactly(isa, n, rng):
     x = act_inputs(rng, n)

@@ -244,7 +244,8 @@ TX_INLINE V vpoly(V x, const float* c, int len) {
 
 // exp(x) for x <= 89 or NaN. kRange is what the caller knows of x: only that (vexp),
 // x <= 0 or NaN (vexp_le0: every kernel's argument; no upper clamp, half the AVX2 range
-// test), or −86.5 <= x <= 0 in every lane (vexp_le0_normal: AVX2 skips its range test).
+// test), or −86.5 <= x <= 88 in every lane, so that the result is a normal float
+// (vexp_normal: AVX2 skips its range test).
 // tx_exp's algorithm and operation order, so every variant's vexp gives the same bits as
 // its tx_exp, and AVX2 the same as AVX-512.
 enum ExpRange { kExpUpTo89, kExpLe0, kExpNormal };
@@ -276,7 +277,7 @@ TX_INLINE V vexp_range(V x) {
   // subnormal and overflowing results take (the comparisons are unordered). The test and
   // its branch cost ~3 instructions and split the code, which keeps GCC from
   // interleaving neighbouring vectors' chains: the GELU kernels test once per group of
-  // vectors instead and call vexp_le0_normal. Interleaved A/B with AVX2 (1 and 2
+  // vectors instead and call vexp_normal. Interleaved A/B with AVX2 (1 and 2
   // threads): softmax 8192×768 +12-28%, GELU tanh forward +5-10% and backward +6-17%
   // (GELU is bound by its chains' latency more than by instruction count; a test per
   // vector measured −3% to 0%).
@@ -313,7 +314,7 @@ TX_INLINE V vexp_range(V x) {  // other compilers: tx_exp per lane
 #endif
 TX_INLINE V vexp(V x) { return vexp_range<kExpUpTo89>(vmin(vset1(89.0f), x)); }  // NaN passes
 TX_INLINE V vexp_le0(V x) { return vexp_range<kExpLe0>(x); }                       // x <= 0 or NaN
-TX_INLINE V vexp_le0_normal(V x) { return vexp_range<kExpNormal>(x); }             // −86.5 <= x <= 0
+TX_INLINE V vexp_normal(V x) { return vexp_range<kExpNormal>(x); }                 // −86.5 <= x <= 88
 
 // 1/d for 1 <= d <= 9 (the callers' range; any finite d with a normal reciprocal works).
 // AVX-512: rcp14 (relative error < 2^-14) and one Newton step r + r·(1 − d·r) (error
@@ -340,7 +341,7 @@ template <bool kNormal = false>
 TX_INLINE V verfc_big(V a, V u) {
   const V t = vrecip(vfma(vmin(vset1(16.0f), a), vset1(0.5f), vset1(1.0f)));
   const V arg = vsub(vpoly(t, kErfcBig, kErfcBigLen), u);  // < 0
-  return vmul(t, kNormal ? vexp_le0_normal(arg) : vexp_le0(arg));
+  return vmul(t, kNormal ? vexp_normal(arg) : vexp_le0(arg));
 }
 
 TX_INLINE V vtanh(V x) {
