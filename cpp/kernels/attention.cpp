@@ -51,7 +51,7 @@
 #include <new>
 
 #include "tx/kernels.h"
-#include "vmath.h"  // tx_select
+#include "vmath.h"  // tx_select, kExpShifter
 
 #if defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
@@ -238,7 +238,7 @@ TXA_INLINE vf vkeep(vf x) { return x; }
 TXA_INLINE vf vexp_sm(vf x) {
   const vf lo = vsplat(-87.33654f);
   const vf xc = vmin2(vsplat(88.37626f), vmax2(lo, x));  // NaN passes
-  const vf shifter = vsplat(12582912.0f);
+  const vf shifter = vsplat(kExpShifter);
   const vf t = vfmav(xc, vsplat(1.44269504088896341f), shifter);
   const vf n = t - shifter;
   vf r = vfmav(n, vsplat(-0.693359375f), xc);  // ln 2 = 0.693359375 − 2.12194440e-4 (Cody–Waite)

@@ -74,13 +74,14 @@ static const int kExpPolyLen = 7;
 static const float kExpPoly[kExpPolyLen] = {1.3820744e-3f, 8.368676e-3f, 4.1668266e-2f, 0.16666521f,
                                             0.49999994f, 1.0f, 1.0f};  // c6 .. c0
 const float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f, kLog2e = 1.44269504088896341f;
+const float kExpShifter = 12582912.0f;  // 1.5·2^23: x + it rounds x to an integer in its low bits
 static inline float tx_exp(float x) {
   // Clamp (NaN compares false and passes through): below -104 the result is < 2^-150 -> 0,
   // above 89 it is > 2^128 -> inf; the clamp keeps n within [-150, 129].
   x = tx_select(x < -104.0f, -104.0f, x);
   x = tx_select(x > 89.0f, 89.0f, x);
   // n = round-to-nearest(x·log2 e) with the 1.5·2^23 shifter: its low mantissa bits hold n.
-  const float shifter = 12582912.0f;
+  const float shifter = kExpShifter;
   float t = x * kLog2e + shifter;
   float n = t - shifter;
   float r = x - n * kLn2Hi;  // exact product
@@ -253,7 +254,7 @@ enum ExpRange { kExpUpTo89, kExpLe0, kExpNormal };
 // exp's reduction and polynomial: x = n·ln2 + r, returns p = exp(r) and t, the shifter
 // sum whose low mantissa bits hold n.
 TX_INLINE V vexp_reduced(V x, V& t) {
-  const V shifter = vset1(12582912.0f);
+  const V shifter = vset1(kExpShifter);
   t = vfma(x, vset1(kLog2e), shifter);
   const V n = vsub(t, shifter);
   V r = vfnma(n, vset1(kLn2Hi), x);
@@ -293,12 +294,12 @@ TX_INLINE V vexp_range(V x) {
   x = vmax(vset1(-104.0f), x);  // as tx_exp; NaN passes (vmax returns x)
   const V p = vexp_reduced(x, t);
 #if defined(__AVX512F__)
-  return _mm512_scalef_ps(p, vsub(t, vset1(12582912.0f)));  // p·2^n rounded once: subnormals, 0 and inf included
+  return _mm512_scalef_ps(p, vsub(t, vset1(kExpShifter)));  // p·2^n rounded once: subnormals, 0 and inf included
 #else
   // 2^n as two exact power-of-two factors, as tx_exp (GCC/Clang vector extensions on
   // __m256 or the portable V: integer lanes by bit casts).
   typedef int32_t VI __attribute__((vector_size(sizeof(V))));
-  const VI ni = (VI)t - (VI)vset1(12582912.0f);
+  const VI ni = (VI)t - (VI)vset1(kExpShifter);
   const VI n1 = ni >> 1, n2 = ni - n1;
   return vmul(vmul(p, (V)((n1 + 127) << 23)), (V)((n2 + 127) << 23));
 #endif
