@@ -133,12 +133,12 @@ def torch_setups(torch):
         f, dx, dgamma, dbeta = aten_out("native_layer_norm_backward"), torch.empty_like(x), torch.empty(d), torch.empty(d)
         return lambda: f(dy, x, [d], mean, rstd, gamma, beta, mask, out0=dx, out1=dgamma, out2=dbeta)
 
-    def gelu(rng, rows, d, out=False):
+    def gelu(rng, rows, d, approximate, out=False):
         x = t(rng, rows, d)
         if not out:
-            return lambda: F.gelu(x, approximate="tanh")
+            return lambda: F.gelu(x, approximate=approximate)
         f, y = aten_out("gelu"), torch.empty_like(x)
-        return lambda: f(x, approximate="tanh", out=y)
+        return lambda: f(x, approximate=approximate, out=y)
 
     def feed_forward(rng, T, d, d_ff):
         x = t(rng, T, d)

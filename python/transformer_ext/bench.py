@@ -111,10 +111,10 @@ def setup_layer_norm(rng, rows, d, backward, out=False):
     return lambda: tx_ops.layer_norm_backward(dy, x, gamma, beta, (mean, rstd), out=y)
 
 
-def setup_gelu(rng, rows, d, out=False):
+def setup_gelu(rng, rows, d, approximate, out=False):
     x = _f32(rng, rows, d)
     y = np.empty_like(x) if out else None
-    return lambda: tx_ops.gelu(x, out=y)
+    return lambda: tx_ops.gelu(x, approximate=approximate, out=y)
 
 
 def out_label(name: str, out: bool) -> str:
@@ -173,7 +173,10 @@ def build_cases(quick: bool = False) -> list[Case]:
         ("softmax", "softmax", "x".join(map(str, sm)), 2 * f * math.prod(sm), setup_softmax, (sm,)),
         ("layer_norm", "layer_norm fwd", f"{ln_rows}x{d}", 2 * f * ln_rows * d, setup_layer_norm, (ln_rows, d, False)),
         ("layer_norm", "layer_norm bwd", f"{ln_rows}x{d}", 3 * f * ln_rows * d, setup_layer_norm, (ln_rows, d, True)),
-        ("gelu", "gelu tanh", f"{gelu_rows}x{d_ff}", 2 * f * gelu_rows * d_ff, setup_gelu, (gelu_rows, d_ff)),
+        ("gelu", "gelu tanh", f"{gelu_rows}x{d_ff}", 2 * f * gelu_rows * d_ff, setup_gelu, (gelu_rows, d_ff, "tanh")),
+        # The erf form (BERT's, torch's default F.gelu), whose Φ costs a division, a degree-9
+        # polynomial and an exp per vector.
+        ("gelu", "gelu erf", f"{gelu_rows}x{d_ff}", 2 * f * gelu_rows * d_ff, setup_gelu, (gelu_rows, d_ff, "none")),
     ]:
         cases += [Case(op, out_label(name, out), shape, 0, nbytes, setup, args + (out,)) for out in (False, True)]
     cases += [
