@@ -185,16 +185,15 @@ static inline void map_binary(const float* dy, const float* x, float* dx, int64_
 //   range, never inf), s = r for x >= 0 and s = e·r for x < 0, s(1 − s) = e·r·r.
 //   −|u| = |x|·(k1 + k3·x²); x² overflowing for |x| > 1.8e19 gives −inf, e = 0 and s = 0
 //   or 1, the right limits.
-const float kGeluK1 = -2.0f * kSqrt2OverPi, kGeluK3 = -2.0f * kSqrt2OverPi * kGeluA;
+TX_INLINE V gelu_k(V x) {  // k1 + k3·x²: u = x·k, −|u| = |x|·k
+  const float k1 = -2.0f * kSqrt2OverPi, k3 = -2.0f * kSqrt2OverPi * kGeluA;
+  return vfma(vset1(k3), vmul(x, x), vset1(k1));
+}
 struct GeluTanh {
   V e, r;
-  explicit GeluTanh(V x)
-      : e(vexp_le0(vmul(vabs(x), vfma(vset1(kGeluK3), vmul(x, x), vset1(kGeluK1))))),
-        r(vrecip(vadd(vset1(1.0f), e))) {}
+  explicit GeluTanh(V x) : e(vexp_le0(vmul(vabs(x), gelu_k(x)))), r(vrecip(vadd(vset1(1.0f), e))) {}
 };
-TX_INLINE V gelu_exp_u(V x) {  // E = exp(u) for a Normal group
-  return vexp_normal(vmul(x, vfma(vset1(kGeluK3), vmul(x, x), vset1(kGeluK1))));
-}
+TX_INLINE V gelu_exp_u(V x) { return vexp_normal(vmul(x, gelu_k(x))); }  // E = exp(u), a Normal group
 
 static void gelu_tanh_fwd(const float* x, float* y, int64_t n) {
   map_unary(x, y, n, [](V xv, auto normal) {
