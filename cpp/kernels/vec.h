@@ -57,6 +57,11 @@ typedef __mmask16 VMask;  // lane mask of a comparison (ordered: false for NaN l
 TX_INLINE VMask vlt(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
 TX_INLINE VMask veq(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ); }
 TX_INLINE V vselect(VMask m, V a, V b) { return _mm512_mask_blend_ps(m, b, a); }  // m ? a : b
+// Per lane, t8[i & 7] where i is the lane's bits as an integer: a table lookup by permute
+// (the caller keeps i & 15 below 8 with AVX-512; the table's upper half is undefined).
+TX_INLINE V vlookup8(const float* t8, V idx) {
+  return _mm512_permutexvar_ps(_mm512_castps_si512(idx), _mm512_castps256_ps512(_mm256_load_ps(t8)));
+}
 
 #elif defined(__AVX2__)
 typedef __m256 V;
@@ -96,6 +101,9 @@ typedef __m256 VMask;  // lane mask of a comparison: all-ones / zero lanes (fals
 TX_INLINE VMask vlt(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_LT_OQ); }
 TX_INLINE VMask veq(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_EQ_OQ); }
 TX_INLINE V vselect(VMask m, V a, V b) { return _mm256_blendv_ps(b, a, m); }  // m ? a : b
+TX_INLINE V vlookup8(const float* t8, V idx) {  // t8[i & 7] per lane (t8 32-byte aligned)
+  return _mm256_permutevar8x32_ps(_mm256_load_ps(t8), _mm256_castps_si256(idx));
+}
 
 #elif defined(__GNUC__)
 // Portable (GCC/Clang): generic 4-float vectors, lowered to SSE2, NEON, ... or scalar
@@ -145,6 +153,11 @@ TX_INLINE V vabs(V a) { return (V)((VMask)a & 0x7fffffff); }
 TX_INLINE V vxor(V a, V b) { return (V)((VMask)a ^ (VMask)b); }
 TX_INLINE VMask vlt(V a, V b) { return a < b; }
 TX_INLINE VMask veq(V a, V b) { return a == b; }
+TX_INLINE V vlookup8(const float* t8, V idx) {  // t8[i & 7] per lane
+  V r;
+  for (int l = 0; l < VL; ++l) r[l] = t8[((VMask)idx)[l] & 7];
+  return r;
+}
 TX_INLINE V vselect(VMask m, V a, V b) {  // m ? a : b
   return (V)((m & (VMask)a) | (~m & (VMask)b));
 }
@@ -258,6 +271,15 @@ TX_INLINE VMask veq(V a, V b) {
 TX_INLINE V vselect(VMask m, V a, V b) {
   V r;
   for (int l = 0; l < VL; ++l) r.f[l] = m.b[l] ? a.f[l] : b.f[l];
+  return r;
+}
+TX_INLINE V vlookup8(const float* t8, V idx) {  // t8[i & 7] per lane
+  V r;
+  for (int l = 0; l < VL; ++l) {
+    uint32_t i;
+    memcpy(&i, &idx.f[l], 4);
+    r.f[l] = t8[i & 7];
+  }
   return r;
 }
 

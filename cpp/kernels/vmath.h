@@ -131,6 +131,39 @@ static const float kErfcBig[kErfcBigLen] = {  // −1.26551223 + t·Q(t), highes
     0.17087277f, -0.82215223f, 1.48851587f, -1.13520398f, 0.27886807f, -0.18628806f,
     0.09678418f, 0.37409196f, 1.00002368f, -1.26551223f};
 
+// Φ(−|x|) = 0.5·erfc(|x|/√2), the standard normal CDF's left tail, for |x| <= 9.5 (the
+// exact GELU's Φ; see vnormal_cdf_left): ln Φ(−|x|) is smooth, so it is cut into 8
+// intervals of |x| by j = round(|x|·kPhiScale) (width 1.28) and fitted on each by a
+// degree-5 polynomial P_j(r) in r = |x|·kPhiScale − j, offset by N_j·ln 2 (N_j an
+// integer) so that |P_j| stays small: Φ(−|x|) = exp(P_j(r))·2^N_j. One exp and no
+// division, where erfc's tail fit (kErfcBig) needs a division, a degree-9 polynomial
+// and the exp. GELU's derivative also needs φ(x) = exp(−x²/2)/√(2π): kMillsPoly fits
+// R(|x|) = φ(x)/Φ(−|x|) (the inverse Mills ratio, 0.80 at 0 and ~|x| beyond) the same
+// way, so φ costs a polynomial instead of a second exp. Weighted least squares at
+// Chebyshev nodes against mpmath, each coefficient rounded to float32 before refitting the
+// higher ones; tools/fit_normal_cdf.py prints these tables. Max error of the float32
+// polynomials in exact arithmetic: P 5.9e-8 (absolute in ln units: relative in Φ),
+// R 7.1e-8 relative.
+static const float kPhiScale = 0.78125f;
+static const int kPhiLen = 6;
+alignas(32) static const float kPhiPoly[kPhiLen][8] = {  // c5 .. c0; column j = interval
+    {-0.0008833177f, -0.0012648957f, -0.00055291055f, -0.00019816509f, -7.604353e-05f, -2.3941504e-05f, -1.1799991e-05f, 1.3387136e-05f},
+    {0.0133364005f, 0.007426528f, 0.0029492101f, 0.0011947321f, 0.00053485384f, 0.0002640324f, 0.00014310403f, 8.647284e-05f},
+    {-0.076322325f, -0.033777468f, -0.0144278705f, -0.0068039345f, -0.003579223f, -0.002068627f, -0.0012849917f, -0.00085227395f},
+    {-0.5215053f, -0.68052566f, -0.7483838f, -0.778523f, -0.7934505f, -0.80165046f, -0.80655354f, -0.80968887f},
+    {-1.0212928f, -2.2447286f, -3.6831777f, -5.2138367f, -6.7874007f, -8.38325f, -9.991842f, -11.608301f},
+    {3.814226e-09f, -0.22042152f, 0.29252315f, 0.007866068f, 0.24803863f, 0.28868994f, 0.11287003f, -0.28947374f},
+};
+alignas(32) static const float kMillsPoly[kPhiLen][8] = {  // c5 .. c0; column j = interval
+    {0.0021879366f, -0.000493349f, -0.000425198f, -0.0001604843f, -5.2486932e-05f, -1.6678254e-05f, -3.803279e-06f, 3.957348e-05f},
+    {0.00069561775f, 0.004941492f, 0.0021677704f, 0.00079290976f, 0.0003252223f, 0.00014379824f, 7.463529e-05f, 6.231373e-05f},
+    {-0.040426005f, -0.023084277f, -0.009110219f, -0.0036931178f, -0.0016577751f, -0.0008238608f, -0.00044684738f, -0.00026781665f},
+    {0.17863491f, 0.07916585f, 0.03381352f, 0.015943538f, 0.008381735f, 0.004836968f, 0.0030046715f, 0.0019757624f},
+    {0.81487143f, 1.0633155f, 1.1693448f, 1.2164403f, 1.2397656f, 1.2525791f, 1.26024f, 1.2651383f},
+    {0.7978846f, 1.7536942f, 2.8774827f, 4.07331f, 5.302657f, 6.5494146f, 7.806127f, 9.068986f},
+};
+alignas(32) static const float kPhiN[8] = {-1, -3, -8, -14, -23, -34, -47, -62};  // N_j
+
 // ---- streaming (non-temporal) stores for large outputs ----
 // A plain store to memory that is not cached first reads the line (read-for-ownership),
 // so a streaming kernel moves 3 bytes per output byte instead of 2. Kernels whose output
@@ -317,6 +350,55 @@ TX_INLINE V vexp(V x) { return vexp_range<kExpUpTo89>(vmin(vset1(89.0f), x)); } 
 TX_INLINE V vexp_le0(V x) { return vexp_range<kExpLe0>(x); }                       // x <= 0 or NaN
 TX_INLINE V vexp_normal(V x) { return vexp_range<kExpNormal>(x); }                 // −86.5 <= x <= 88
 
+// Φ(−|x|) = 0.5·erfc(|x|/√2) for |x| <= 9.5 (the tables above): j and r from one
+// shifter sum (its low mantissa bits hold j; vlookup8 picks column j of each table),
+// then exp(P_j(r)) = 2^n·exp(ρ), n = round(P_j·log2 e), ρ = P_j − n·ln 2, with N_j added
+// to n in the exponent field (the result, >= Φ(−9.5) ~ 2^-70, is normal: exact).
+// Written for a short dependency chain (~58 cycles where Horner and exp's own reduction
+// take ~90; the GELU kernels are bound by their chains' latency): both polynomials in
+// Estrin's form, and ρ in one step with ln 2 rounded to float32 (|n| <= 9 here, so
+// n·(ln 2 − float(ln 2)) < 2e-8, where vexp's two-step reduction serves |n| up to 150).
+// Relative error: the fit's 5.9e-8, plus P's float32 roundings (|P| < 7: a few 1e-7 in
+// the far intervals), plus exp's ~1 ulp; and r's rounding (3e-8) times P's slope (<= 12):
+// it grows with |x|, as the condition number x² of Φ(−|x|) itself. Without FMA hardware
+// (the portable build), r is |x|·kPhiScale rounded, minus j.
+#if defined(__AVX512F__) || defined(__GNUC__)
+struct PhiInterval {  // j and r of |x| <= 9.5 (kPhiPoly)
+  V tj, r, r2;        // tj's low mantissa bits hold j; r² for Estrin's form
+  explicit PhiInterval(V ax) {
+    const V shifter = vset1(kExpShifter), scale = vset1(kPhiScale);
+    tj = vfma(ax, scale, shifter);                // j = round(|x|·kPhiScale) in 0..7
+    r = vfma(ax, scale, vsub(shifter, tj));       // |x|·kPhiScale − j (shifter − tj = −j exactly)
+    r2 = vmul(r, r);
+  }
+  V poly(const float (&table)[kPhiLen][8]) const {  // interval j's polynomial at r
+    V c[kPhiLen];  // c0 .. c5
+    for (int k = 0; k < kPhiLen; ++k) c[k] = vlookup8(table[kPhiLen - 1 - k], tj);
+    return vfma(vfma(vfma(c[5], r, c[4]), r2, vfma(c[3], r, c[2])), r2, vfma(c[1], r, c[0]));
+  }
+};
+TX_INLINE V vnormal_cdf_left(const PhiInterval& iv) {
+  typedef int32_t VI __attribute__((vector_size(sizeof(V))));
+  const V p = iv.poly(kPhiPoly), shifter = vset1(kExpShifter);
+  const V t = vfma(p, vset1(kLog2e), shifter);     // low bits: n
+  const V rho = vfnma(vsub(t, shifter), vset1(0.693147182f), p);
+  const V rho2 = vmul(rho, rho);
+  const float* e = kExpPoly;                       // c6 .. c0 (c1 = c0 = 1)
+  const V hi = vfma(vfma(vset1(e[0]), rho2, vfma(vset1(e[1]), rho, vset1(e[2]))), rho2,
+                    vfma(vset1(e[3]), rho, vset1(e[4])));
+  const V er = vfma(hi, rho2, vadd(rho, vset1(1.0f)));  // exp(ρ) in [0.70, 1.42]
+  const V tn = vadd(t, vlookup8(kPhiN, iv.tj));    // low bits n + N_j (exact: integers near 1.5·2^23)
+  return (V)((VI)er + ((VI)tn << 23));
+}
+#else  // other compilers: never called (activation.cpp's group_normal is false there)
+struct PhiInterval {
+  V ax;
+  explicit PhiInterval(V a) : ax(a) {}
+  V poly(const float (&)[kPhiLen][8]) const { return ax; }
+};
+TX_INLINE V vnormal_cdf_left(const PhiInterval& iv) { return iv.ax; }
+#endif
+
 // 1/d for 1 <= d <= 9 (the callers' range; any finite d with a normal reciprocal works).
 // AVX-512: rcp14 (relative error < 2^-14) and one Newton step r + r·(1 − d·r) (error
 // squared, ~2^-28, then one rounding: max 0.53 ulp over every float d in [1, 10));
@@ -336,13 +418,11 @@ TX_INLINE V verf_small(V a, V u) { return vfma(a, vpoly(u, kErfSmall, kErfSmallL
 // erfc(a) for a >= 0, u = a² (relative error: see verfc for a >= 1; < 4·2^-23 measured
 // for every float a < 1, where verfc prefers 1 − erf for ulps). a is clamped to 16 for
 // t = 1/(1 + a/2) (keeps vrecip in range; erfc(16) ~ 1e-113 underflows to 0 anyway
-// through exp(−u)); a = inf: exp(−inf) = 0 -> 0; NaN passes the clamp. The exp's
-// argument is in (−u − 1.27, 0): kNormal where the caller knows u <= 85 in every lane.
-template <bool kNormal = false>
+// through exp(−u)); a = inf: exp(−inf) = 0 -> 0; NaN passes the clamp.
 TX_INLINE V verfc_big(V a, V u) {
   const V t = vrecip(vfma(vmin(vset1(16.0f), a), vset1(0.5f), vset1(1.0f)));
   const V arg = vsub(vpoly(t, kErfcBig, kErfcBigLen), u);  // < 0
-  return vmul(t, kNormal ? vexp_normal(arg) : vexp_le0(arg));
+  return vmul(t, vexp_le0(arg));
 }
 
 TX_INLINE V vtanh(V x) {
