@@ -279,7 +279,7 @@ def test_gelu_erf_relative_error_in_both_forms(isa, rng):
     # Exact GELU: groups of vectors whose every |x| <= 9.5 take Φ(−|x|) from vmath.h's
     # interval tables (vnormal_cdf_left), other groups from erfc's tail fit. Relative error
     # bounds in u = 2^-24 (backward: relative to Φ + |x|·φ, the terms whose sum cancels near
-    # x = −0.75). Tables, with FMA: 16 u (measured 11.0 forward, 10.6 backward over 1.3M
+    # x = −0.75). Tables, with FMA: 16 u (measured 10.1 forward, 11.0 backward over 1.3M
     # x). Either form on any ISA: 12·(1 + x²/2) u, which grows with the condition number
     # of Φ(−|x|) (measured up to 8.2·(1 + x²/2): erfc's fit rounds x²/2 inside its exp;
     # without FMA the tables round |x|·kPhiScale before subtracting j).

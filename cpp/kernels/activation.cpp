@@ -225,9 +225,10 @@ static void gelu_tanh_fwd(const float* x, float* y, int64_t n) {
 // in the left tail, and 1 − Φ(−|x|) >= 0.5 does not cancel. Two ways to Φ(−|x|):
 // - Normal groups (|x| <= kNormalAbsX in every lane, see map_unary): vmath.h's
 //   vnormal_cdf_left, piecewise fits of ln Φ, one exp and no division. Relative error
-//   <= 16·2^-24 with FMA (measured 11; test_elementwise.py), the backward likewise
-//   (measured 10.6, relative to Φ + |x|·φ). Interleaved A/B against the form below,
-//   4096×3072, 1 thread: forward +42% (AVX2) / +17% (AVX-512), backward +29% / +19%.
+//   <= 16·2^-24 with FMA (measured 10.1; test_elementwise.py), the backward likewise
+//   (measured 11.0, relative to Φ + |x|·φ). Interleaved A/B against the form below,
+//   4096×3072, 1 / 2 threads: forward +49% / +50% (AVX2) and +24% / +14% (AVX-512),
+//   backward +36% / +40% and +21% / +21%.
 // - elsewhere (std_normal_cdf): 0.5·E, E = erfc(a), a = |x|/√2,
 // by vmath.h's tail fit alone: relative error <= (3 + 1.2·a²)·2^-23 for a >= 1 and
 // < 4·2^-23 = 4.8e-7 for a < 1 (measured over every float32 a). verfc's |x| < 1 branch
