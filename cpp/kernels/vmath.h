@@ -1,7 +1,8 @@
 // Vectorisable float math for kernel files. Scalar forms: tx_exp (for `omp simd` loops,
 // e.g. cross entropy) and the helper tx_select; vector forms on vec.h's V, what the
 // element-wise kernels call: vexp (vexp_le0 for arguments known to be <= 0), vtanh,
-// verf, verfc, vrecip; plus streaming stores for large outputs.
+// verf, verfc, vrecip, vnormal_cdf_left (the exact GELU's Φ for |x| <= 9.5); plus
+// streaming stores for large outputs.
 //
 // Why not expf/tanhf/erff: libm calls do not vectorise (no vector libm is linked), and
 // they cost 10-20 ns each. These are branch-free: range reduction + polynomial, selects
