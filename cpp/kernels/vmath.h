@@ -75,6 +75,7 @@ static const int kExpPolyLen = 7;
 static const float kExpPoly[kExpPolyLen] = {1.3820744e-3f, 8.368676e-3f, 4.1668266e-2f, 0.16666521f,
                                             0.49999994f, 1.0f, 1.0f};  // c6 .. c0
 const float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f, kLog2e = 1.44269504088896341f;
+const float kLn2 = 0.693147182f;  // ln 2 rounded to float32 (one-step reductions of small n)
 const float kExpShifter = 12582912.0f;  // 1.5·2^23: x + it rounds x to an integer in its low bits
 static inline float tx_exp(float x) {
   // Clamp (NaN compares false and passes through): below -104 the result is < 2^-150 -> 0,
@@ -380,7 +381,7 @@ TX_INLINE V vnormal_cdf_left(const PhiInterval& iv) {
   typedef int32_t VI __attribute__((vector_size(sizeof(V))));
   const V p = iv.poly(kPhiPoly), shifter = vset1(kExpShifter);
   const V t = vfma(p, vset1(kLog2e), shifter);  // low bits: n
-  const V rho = vfnma(vsub(t, shifter), vset1(0.693147182f), p);
+  const V rho = vfnma(vsub(t, shifter), vset1(kLn2), p);
   const V er = vpoly(rho, kExpPoly, kExpPolyLen);  // exp(ρ) in [0.70, 1.42]
   const V tn = vadd(t, vlookup8(kPhiN, iv.tj));    // low bits n + N_j (exact: integers near 1.5·2^23)
   return (V)((VI)er + ((VI)tn << 23));
