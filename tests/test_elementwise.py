@@ -586,15 +586,17 @@ def test_out_matches_new_output_bit_for_bit(isa, rng, rows, n):
     assert ops.softmax(e, out=np.empty_like(e)).shape == (0, 5)
 
 
-@pytest.mark.parametrize("offset", [0, 1, 5, 13])  # floats past a 64-byte line
+@pytest.mark.parametrize("offset", [0, 1, 4, 5, 13])  # floats past a 64-byte line
 @pytest.mark.parametrize("threads", [1, 2])
-def test_layer_norm_streamed_output_at_any_alignment(isa, rng, offset, threads):
-    # An output of >= 8 MiB is streamed (vmath.h's TxStream): rows of 771 floats (not whole
-    # lines) into an out array starting `offset` floats past a line, so vectors straddle
-    # rows and the threads' runs meet mid-line. Rows are independent, so each block must
-    # equal the same rows computed alone (small: not streamed), and nothing outside out
-    # may be written.
-    rows, n = 2900, 771
+@pytest.mark.parametrize("n", [771, 784])
+def test_layer_norm_streamed_output_at_any_alignment(isa, rng, offset, threads, n):
+    # An output of >= 8 MiB is streamed (vmath.h's TxStream) into an out array starting
+    # `offset` floats past a line. Rows of 771 floats end in a partial vector (each row
+    # is a run of its own, and runs meet mid-line); rows of 784 (whole vectors on every
+    # ISA) continue one run per thread, each vector shifted by the offset. Rows are
+    # independent, so each block must equal the same rows computed alone (small: not
+    # streamed), and nothing outside out may be written.
+    rows = 2900
     x, dy = randn(rng, rows, n, scale=2.0, loc=0.5), randn(rng, rows, n)
     g, b = randn(rng, n), randn(rng, n)
     buf = np.full(rows * n + 64, np.nan, np.float32)

@@ -285,6 +285,14 @@ TX_INLINE V vlookup8(const float* t8, V idx) {  // t8[i & 7] per lane
 
 #endif
 
+// One formula for a row's whole vectors and its tail: vload_k / vstore_k with lanes =
+// Whole{} are vload / vstore, with an int n they are vload_n / vstore_n.
+struct Whole {};
+TX_INLINE V vload_k(const float* p, Whole) { return vload(p); }
+TX_INLINE V vload_k(const float* p, int n) { return vload_n(p, n); }
+TX_INLINE void vstore_k(float* p, V v, Whole) { vstore(p, v); }
+TX_INLINE void vstore_k(float* p, V v, int n) { vstore_n(p, v, n); }
+
 // Row reductions over the full vectors j = 0, VL, 2·VL, ... < nv (nv a multiple of VL;
 // the caller handles the tail): Σ_j f(j) for a V-valued f of the offset, and the max of
 // x[0 .. nv), in 4 interleaved vector accumulators (independent chains hide the FP

@@ -169,12 +169,12 @@ alignas(32) static const float kPhiN[8] = {-1, -3, -8, -14, -23, -34, -47, -62};
 // ---- streaming (non-temporal) stores for large outputs ----
 // A plain store to memory that is not cached first reads the line (read-for-ownership),
 // so a streaming kernel moves 3 bytes per output byte instead of 2. Kernels whose output
-// is too big to stay in cache compute a short piece into an L1 scratch buffer and copy it
-// out with TxStream or tx_stream_store (non-temporal where dst is vector-aligned);
+// is too big to stay in cache write it with tx_stream_store / tx_stream_zero, or with
+// TxStream (below, after vec.h) vector by vector from registers;
 // tx_stream_fence() must run once after a thread's last stream store (before the data is
 // read elsewhere).
-// The scalar variant never streams (portable code, no intrinsics: staging would only add
-// a copy). Measured through the Python API (fresh output pages), 2026-11-22: layer norm
+// The scalar variant never streams (portable code, no intrinsics).
+// Measured through the Python API (fresh output pages), 2026-11-22: layer norm
 // is 5-20% faster with streaming stores, GELU and softmax 1.1-1.7x slower, so only layer
 // norm uses them.
 #if defined(__AVX2__) || defined(__AVX512F__)
@@ -183,78 +183,21 @@ static const int64_t kTxStreamBytes = (int64_t)8 << 20;  // outputs above this b
 static const int64_t kTxStreamBytes = INT64_MAX;
 #endif
 
-// One thread's streaming writer for an output produced piece by piece (layer norm: row by
-// row, through an L1 buffer). put(dst, src, n) writes dst[0 .. n) = src[0 .. n): aligned
-// whole vectors with non-temporal stores, plain stores up to the first aligned address of
-// a run; when the next put continues where the last one ended, the vector straddling the
-// two is carried over and streamed whole, so only a run's two ends go through the cache.
-// (Writing each row alone wrote both partial lines of every row with plain stores, mixed
-// with the streaming ones, since NumPy's arrays start 16 bytes past a line: layer norm
-// 8192×768 ran 4-10% slower into such an array than into an aligned one.) finish() writes
-// the carried floats; the caller then fences (tx_stream_fence) before the data is read.
-struct TxStream {
-#if defined(__AVX512F__)
-  static const int W = 16;  // floats per vector
-#elif defined(__AVX2__)
-  static const int W = 8;
-#else
-  static const int W = 1;
-#endif
-  float* pos = nullptr;  // where the next float goes
-  float carry[W];        // the floats for pos − nc .. pos, not yet written
-  int nc = 0;
-
-  static void stream(float* dst, const float* src) {  // dst is vector-aligned
-#if defined(__AVX512F__)
-    _mm512_stream_ps(dst, _mm512_loadu_ps(src));
-#elif defined(__AVX2__)
-    _mm256_stream_ps(dst, _mm256_loadu_ps(src));
-#else
-    *dst = *src;
-#endif
-  }
-  void put(float* dst, const float* src, int64_t n) {
-    if (dst != pos) {  // a new run
-      finish();
-      pos = dst;
-    }
-    int64_t i = 0;
-    if (nc == 0) {  // the start of a run: plain stores up to an aligned address
-      for (; i < n && ((uintptr_t)pos & (W * sizeof(float) - 1)) != 0; ++i) *pos++ = src[i];
-    } else {  // complete the carried vector
-      for (; i < n && nc < W; ++i, ++pos) carry[nc++] = src[i];
-      if (nc < W) return;
-      stream(pos - W, carry);
-      nc = 0;
-    }
-    for (; i + W <= n; i += W, pos += W) stream(pos, src + i);
-    for (; i < n; ++i, ++pos) carry[nc++] = src[i];
-  }
-  void finish() {
-    for (int k = 0; k < nc; ++k) pos[k - nc] = carry[k];
-    nc = 0;
-  }
-};
-
-// dst[0:n] = src[0:n] with non-temporal stores where dst is vector-aligned (plain at the ends).
+// dst[0:n] = src[0:n] (src nullptr: zeros) with non-temporal stores where dst is
+// vector-aligned, plain stores at the two ends. (A copy shifts its loads, not its
+// stores; see TxStream for outputs computed in registers.) The caller fences.
 static inline void tx_stream_store(float* dst, const float* src, int64_t n) {
-  TxStream s;
-  s.put(dst, src, n);
-  s.finish();
-}
-
-// dst[0:n] = 0 with non-temporal stores where dst is vector-aligned (plain elsewhere).
-static inline void tx_stream_zero(float* dst, int64_t n) {
   int64_t i = 0;
 #if defined(__AVX512F__)
-  for (; i < n && ((uintptr_t)(dst + i) & 63) != 0; ++i) dst[i] = 0.0f;
-  for (; i + 16 <= n; i += 16) _mm512_stream_ps(dst + i, _mm512_setzero_ps());
+  for (; i < n && ((uintptr_t)(dst + i) & 63) != 0; ++i) dst[i] = src ? src[i] : 0.0f;
+  for (; i + 16 <= n; i += 16) _mm512_stream_ps(dst + i, src ? _mm512_loadu_ps(src + i) : _mm512_setzero_ps());
 #elif defined(__AVX2__)
-  for (; i < n && ((uintptr_t)(dst + i) & 31) != 0; ++i) dst[i] = 0.0f;
-  for (; i + 8 <= n; i += 8) _mm256_stream_ps(dst + i, _mm256_setzero_ps());
+  for (; i < n && ((uintptr_t)(dst + i) & 31) != 0; ++i) dst[i] = src ? src[i] : 0.0f;
+  for (; i + 8 <= n; i += 8) _mm256_stream_ps(dst + i, src ? _mm256_loadu_ps(src + i) : _mm256_setzero_ps());
 #endif
-  for (; i < n; ++i) dst[i] = 0.0f;
+  for (; i < n; ++i) dst[i] = src ? src[i] : 0.0f;
 }
+static inline void tx_stream_zero(float* dst, int64_t n) { tx_stream_store(dst, nullptr, n); }
 
 static inline void tx_stream_fence() {
 #if defined(__AVX2__) || defined(__AVX512F__)
@@ -270,6 +213,90 @@ static inline void tx_stream_fence() {
 
 namespace tx {
 namespace TX_ISA_NS {
+
+// One thread's streaming writer, fed vector by vector from registers: put(p, v) writes
+// v to p[0 .. VL). Puts that continue where the last one ended form a run (layer norm:
+// a thread's rows, back to back), whose aligned whole vectors go out with non-temporal
+// stores and only its two ends with plain (masked) ones. A run starting o floats past a
+// vector boundary (NumPy's arrays start 16 bytes past a cache line) streams, at each
+// boundary, the last o floats of the previous vector and the first VL − o of this one
+// (AVX-512: one two-source permute; AVX2: one 128-bit lane move for o = 4, NumPy's case,
+// two permutes and a blend for other offsets). put_n(p, v, k) writes v's first
+// k lanes with plain stores and ends the run (a row's tail); finish() writes the last o
+// floats of a run. Through an L1 buffer instead (an extra store and load per vector, and
+// a burst of streaming stores at the end of each row, which held the fill buffers the
+// next row's prefetches needed), layer norm forward 8192×768 ran 5-10% slower (1 thread,
+// AVX2 and AVX-512). The per-vector path is kept short: how many loads a streaming loop
+// keeps in flight depends on its length, and a first version with three branches per
+// vector, used as a copy, ran 15-25% slower than a plain streaming copy loop.
+#if defined(__AVX2__) || defined(__AVX512F__)
+struct TxStream {
+  float* end = nullptr;  // where the run's next vector goes (nullptr: no run)
+  int o = 0;             // the run's offset past a vector boundary, in floats
+  V prev = vzero();      // the last vector put: its last o floats are not yet written
+#if defined(__AVX512F__)
+  __m512i rot = _mm512_setzero_si512();  // lane indices i + 16 − o: (i − o) mod VL in the low 4 bits
+#else
+  __m256i rot = _mm256_setzero_si256();
+  VMask low = vlt(vzero(), vzero());  // lanes i < o
+#endif
+
+  void put(float* p, V v) {
+    if (__builtin_expect(p != end, 0)) return begin(p, v);
+    stream_shifted(p - o, v);
+    prev = v;
+    end = p + VL;
+  }
+  void put_n(float* p, V v, int k) {
+    finish();
+    vstore_n(p, v, k);
+  }
+  void finish() {
+    if (end) vstore_n(end - o, rotate(prev), o);
+    end = nullptr;
+  }
+
+ private:
+  void begin(float* p, V v) {  // a new run: v's floats up to the first boundary, plainly
+    finish();
+    o = (int)(((uintptr_t)p / sizeof(float)) % VL);
+#if defined(__AVX512F__)
+    const __m512i i = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    rot = _mm512_add_epi32(i, _mm512_set1_epi32(16 - o));
+#else
+    const __m256i i = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    rot = _mm256_and_si256(_mm256_sub_epi32(i, _mm256_set1_epi32(o)), _mm256_set1_epi32(VL - 1));
+    low = _mm256_castsi256_ps(lane_mask(o));
+#endif
+    vstore_n(p, v, VL - o);
+    prev = v;
+    end = p + VL;
+  }
+#if defined(__AVX512F__)
+  V rotate(V v) const { return _mm512_permutexvar_ps(rot, v); }  // lane i = v[(i − o) mod VL]
+  // The aligned vector at a: prev's last o floats, then v's first VL − o (one two-source
+  // permute: index k < 16 is prev[k], 16 + k is v[k]).
+  void stream_shifted(float* a, V v) const { _mm512_stream_ps(a, _mm512_permutex2var_ps(prev, rot, v)); }
+#else
+  V rotate(V v) const { return _mm256_permutevar8x32_ps(v, rot); }
+  void stream_shifted(float* a, V v) const {
+    if (o == 4) {  // NumPy's arrays (16 bytes past a line): one 128-bit lane move
+      _mm256_stream_ps(a, _mm256_permute2f128_ps(prev, v, 0x21));
+    } else if (o == 0) {
+      _mm256_stream_ps(a, v);
+    } else {
+      _mm256_stream_ps(a, vselect(low, rotate(prev), rotate(v)));
+    }
+  }
+#endif
+};
+#else  // the portable variant never streams (kTxStreamBytes): plain stores
+struct TxStream {
+  void put(float* p, V v) { vstore(p, v); }
+  void put_n(float* p, V v, int k) { vstore_n(p, v, k); }
+  void finish() {}
+};
+#endif
 
 // c[0]·x^(len−1) + ... + c[len−1] (Horner, one multiply-add per coefficient).
 TX_INLINE V vpoly(V x, const float* c, int len) {
