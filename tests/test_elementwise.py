@@ -179,6 +179,19 @@ def test_layer_norm_many_rows_and_large_offset(isa, rng):
     check_layer_norm(randn(rng, 131, 33), gamma[:33], beta[:33], randn(rng, 131, 33))  # 3 chunks, ragged
 
 
+@pytest.mark.parametrize("n", [96, 4096])
+def test_layer_norm_outliers_in_the_first_vector(isa, rng, n):
+    # The statistics take one pass, shifted by c = the mean of a row's first vector
+    # (layer_norm.cpp): a c far from the row's mean (the first 16 columns large, as
+    # "massive activation" channels are) must take the second pass, not lose digits in
+    # mean(d²) − mean(d)². Here δ²/σ² reaches ~n/16 (AVX-512) or ~n/8 (AVX2).
+    x = randn(rng, 40, n)
+    x[:20, :16] += 300.0                     # the whole first vector (any ISA) far off
+    x[20:, :16] += np.linspace(0.0, 3.0, 20)[:, None]  # around δ = σ, either side of the test
+    gamma, beta, dy = randn(rng, n, loc=1.0), randn(rng, n), randn(rng, 40, n)
+    check_layer_norm(x, gamma, beta, dy)
+
+
 def test_layer_norm_recomputes_saved(isa, rng):
     x, dy = randn(rng, 4, 33), randn(rng, 4, 33)
     gamma, beta = randn(rng, 33), randn(rng, 33)

@@ -312,6 +312,27 @@ TX_INLINE float row_sum(int64_t nv, F f) {
   return vsum(vadd(vadd(a0, a1), vadd(a2, a3)));
 }
 
+// Σ_j f(j) and Σ_j f(j)² in one pass, each in row_sum's order (layer norm's statistics).
+template <class F>
+TX_INLINE void row_sum_sq(int64_t nv, F f, float& sum, float& sum_sq) {
+  V a[4] = {vzero(), vzero(), vzero(), vzero()}, q[4] = {vzero(), vzero(), vzero(), vzero()};
+  int64_t j = 0;
+  for (; j + 4 * VL <= nv; j += 4 * VL) {
+    for (int g = 0; g < 4; ++g) {
+      const V d = f(j + g * VL);
+      a[g] = vadd(a[g], d);
+      q[g] = vfma(d, d, q[g]);
+    }
+  }
+  for (; j < nv; j += VL) {
+    const V d = f(j);
+    a[0] = vadd(a[0], d);
+    q[0] = vfma(d, d, q[0]);
+  }
+  sum = vsum(vadd(vadd(a[0], a[1]), vadd(a[2], a[3])));
+  sum_sq = vsum(vadd(vadd(q[0], q[1]), vadd(q[2], q[3])));
+}
+
 TX_INLINE float row_max(const float* x, int64_t nv, float init) {
   V m0 = vset1(init), m1 = m0, m2 = m0, m3 = m0;
   int64_t j = 0;
