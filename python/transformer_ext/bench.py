@@ -168,17 +168,20 @@ def build_cases(quick: bool = False) -> list[Case]:
         cases.append(Case("attention", "attention fwd", shape, fwd, 0, setup_attention, (T, H, D, False)))
         # Backward = 5 matmuls vs 2 forward (FlashAttention's 2.5x convention).
         cases.append(Case("attention", "attention fwd+bwd", shape, 3.5 * fwd, 0, setup_attention, (T, H, D, True)))
-    sm = (H, sm_T, sm_T)
-    for op, name, shape, nbytes, setup, args in [
-        ("softmax", "softmax", "x".join(map(str, sm)), 2 * f * math.prod(sm), setup_softmax, (sm,)),
-        ("layer_norm", "layer_norm fwd", f"{ln_rows}x{d}", 2 * f * ln_rows * d, setup_layer_norm, (ln_rows, d, False)),
-        ("layer_norm", "layer_norm bwd", f"{ln_rows}x{d}", 3 * f * ln_rows * d, setup_layer_norm, (ln_rows, d, True)),
-        ("gelu", "gelu tanh", f"{gelu_rows}x{d_ff}", 2 * f * gelu_rows * d_ff, setup_gelu, (gelu_rows, d_ff, "tanh")),
-        # The erf form (BERT's, torch's default F.gelu), whose Φ costs a division, a degree-9
-        # polynomial and an exp per vector.
-        ("gelu", "gelu erf", f"{gelu_rows}x{d_ff}", 2 * f * gelu_rows * d_ff, setup_gelu, (gelu_rows, d_ff, "none")),
-    ]:
-        cases += [Case(op, out_label(name, out), shape, 0, nbytes, setup, args + (out,)) for out in (False, True)]
+    # Element-wise ops at sizes past the L3 of most CPUs (the memory is the roof), and, in the
+    # full table, at one 128-token sequence's sizes, which stay in cache (L2 or L3: their
+    # "% of copy" can pass 100%).
+    for sm_t, ln_r, gelu_r in [(sm_T, ln_rows, gelu_rows)] + ([] if quick else [(128, 128, 128)]):
+        sm = (H, sm_t, sm_t)
+        for op, name, shape, nbytes, setup, args in [
+            ("softmax", "softmax", "x".join(map(str, sm)), 2 * f * math.prod(sm), setup_softmax, (sm,)),
+            ("layer_norm", "layer_norm fwd", f"{ln_r}x{d}", 2 * f * ln_r * d, setup_layer_norm, (ln_r, d, False)),
+            ("layer_norm", "layer_norm bwd", f"{ln_r}x{d}", 3 * f * ln_r * d, setup_layer_norm, (ln_r, d, True)),
+            ("gelu", "gelu tanh", f"{gelu_r}x{d_ff}", 2 * f * gelu_r * d_ff, setup_gelu, (gelu_r, d_ff, "tanh")),
+            # The erf form (BERT's, torch's default F.gelu).
+            ("gelu", "gelu erf", f"{gelu_r}x{d_ff}", 2 * f * gelu_r * d_ff, setup_gelu, (gelu_r, d_ff, "none")),
+        ]:
+            cases += [Case(op, out_label(name, out), shape, 0, nbytes, setup, args + (out,)) for out in (False, True)]
     cases += [
         Case("feed_forward", "feed_forward", f"T={M} d={d} d_ff={d_ff}", 4.0 * M * d * d_ff, 0,
              setup_feed_forward, (M, d, d_ff)),
