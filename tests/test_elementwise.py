@@ -190,6 +190,11 @@ def test_layer_norm_outliers_in_the_first_vector(isa, rng, n):
     x[20:, :16] += np.linspace(0.0, 3.0, 20)[:, None]  # around δ = σ, either side of the test
     gamma, beta, dy = randn(rng, n, loc=1.0), randn(rng, n), randn(rng, 40, n)
     check_layer_norm(x, gamma, beta, dy)
+    # σ ~ 5.5e17: n·σ² fits in float32, but the shifted sum n·(σ² + δ²) overflows (δ close
+    # to σ): that row too must take the second pass, not come out as rstd = 0.
+    x = randn(rng, 4, 768, scale=5.5e17)
+    x[:, :16] = 5e17
+    check_layer_norm(x, randn(rng, 768, loc=1.0), randn(rng, 768), randn(rng, 4, 768))
 
 
 def test_layer_norm_recomputes_saved(isa, rng):

@@ -53,7 +53,8 @@ static inline void layer_norm_row(const float* x, const float* gamma, const floa
   // subtraction loses at most a factor (σ² + 2δ²)/σ² of the sums' relative accuracy:
   // at most 3 where δ² <= σ², the test below. A c farther from μ than σ (a first vector
   // of outliers: about 1 row in 200 for Gaussian rows with AVX2, fewer with AVX-512)
-  // takes a second pass, Σ((x − μ_hi) − μ_lo)², as every row did before. (One pass and
+  // takes a second pass, Σ((x − μ_hi) − μ_lo)², as every row did before; so does a row
+  // whose Σd² overflowed (n·(σ² + δ²) > FLT_MAX) or is NaN. (One pass and
   // the two multiply-adds below: forward +2-15% at 8192×768 and +6-14% at 128×768,
   // interleaved A/B, AVX2 and AVX-512, 1 and 2 threads.)
   // μ is carried as μ_hi + μ_lo: x − μ_hi is exact for x near μ (Sterbenz), so x − μ
@@ -76,7 +77,7 @@ static inline void layer_norm_row(const float* x, const float* gamma, const floa
   const float mu_lo = (float)(mu_d - (double)mu_hi);
   const V mh = vset1(mu_hi), ml = vset1(mu_lo);
   float var;
-  if (2.0 * md * md <= mdd) {  // δ² <= σ² (false for NaN)
+  if (2.0 * md * md <= mdd && isfinite(sq)) {  // δ² <= σ², and Σd² neither NaN nor overflowed
     var = (float)(mdd - md * md);
   } else {
     float v = row_sum(nv, [&](int64_t j) {
