@@ -165,7 +165,7 @@ double probe_read(const float* x, int64_t n, int reps) {
 }
 
 // y = x `reps` times, each thread its contiguous chunk, written with streaming stores
-// (tx_stream_store, as layer norm writes outputs of >= 8 MiB): what one core pulls and
+// (tx_stream_store; layer norm streams its outputs of >= 8 MiB too): what one core pulls and
 // pushes when a kernel reads one stream and writes another (8 bytes per element). The
 // element-wise kernels are such kernels; probe_read alone overstates what they can reach.
 void probe_copy(const float* x, float* y, int64_t n, int reps) {
