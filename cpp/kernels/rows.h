@@ -32,8 +32,9 @@ TX_INLINE void prefetch_line(const float* p) {
 // backward: +22% over the whole next row at the start of the row, 8192×768; its forward
 // makes three passes and prefetches in the first and the last.)
 TX_INLINE void prefetch_half(const float* a_next, const float* b_next, int64_t j) {
-  prefetch_line(a_next ? a_next + j / 2 : nullptr);
-  prefetch_line(b_next ? b_next + j / 2 : nullptr);
+  const uint64_t h = (uint64_t)j >> 1;  // j >= 0: a shift (j / 2 on a signed j costs 3 instructions)
+  prefetch_line(a_next ? a_next + h : nullptr);
+  prefetch_line(b_next ? b_next + h : nullptr);
 }
 
 static inline float max_of_row(const float* x, int64_t n) {

@@ -232,7 +232,7 @@ namespace TX_ISA_NS {
 #if defined(__AVX2__) || defined(__AVX512F__)
 struct TxStream {
   float* end = nullptr;  // where the run's next vector goes (nullptr: no run)
-  int o = 0;             // the run's offset past a vector boundary, in floats
+  int64_t o = 0;         // the run's offset past a vector boundary, in floats
   V prev = vzero();      // the last vector put: its last o floats are not yet written
 #if defined(__AVX512F__)
   __m512i rot = _mm512_setzero_si512();  // lane indices i + 16 − o: (i − o) mod VL in the low 4 bits
@@ -252,23 +252,23 @@ struct TxStream {
     vstore_n(p, v, k);
   }
   void finish() {
-    if (end) vstore_n(end - o, rotate(prev), o);
+    if (end) vstore_n(end - o, rotate(prev), (int)o);
     end = nullptr;
   }
 
  private:
   void begin(float* p, V v) {  // a new run: v's floats up to the first boundary, plainly
     finish();
-    o = (int)(((uintptr_t)p / sizeof(float)) % VL);
+    o = (int64_t)(((uintptr_t)p / sizeof(float)) % VL);
 #if defined(__AVX512F__)
     const __m512i i = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    rot = _mm512_add_epi32(i, _mm512_set1_epi32(16 - o));
+    rot = _mm512_add_epi32(i, _mm512_set1_epi32(16 - (int)o));
 #else
     const __m256i i = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    rot = _mm256_and_si256(_mm256_sub_epi32(i, _mm256_set1_epi32(o)), _mm256_set1_epi32(VL - 1));
-    low = _mm256_castsi256_ps(lane_mask(o));
+    rot = _mm256_and_si256(_mm256_sub_epi32(i, _mm256_set1_epi32((int)o)), _mm256_set1_epi32(VL - 1));
+    low = _mm256_castsi256_ps(lane_mask((int)o));
 #endif
-    vstore_n(p, v, VL - o);
+    vstore_n(p, v, VL - (int)o);
     prev = v;
     end = p + VL;
   }
