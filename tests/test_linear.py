@@ -405,6 +405,41 @@ def test_matmul_strided_x_is_used_in_place(isa, rng, monkeypatch):
 
 
 @needs_core
+@pytest.mark.parametrize("M", [1, 7])
+def test_matmul_transposed_view_is_read_in_place(isa, rng, monkeypatch, M):
+    """w = table.T (a transposed view: unit stride along its first axis), of a whole table
+    or of a column slice of a wider one, reaches the kernel as the table with the
+    transpose flag flipped, not through a transposing copy; forward and backward."""
+    K, N = 48, 40
+    wide = rng.standard_normal((N, K + 16), dtype=np.float32)
+    real, seen = core, []
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def gemm(self, a, b, c, *rest):
+            seen.append((a, b, rest[-3:-1]))  # (trans_a, trans_b)
+            return real.gemm(a, b, c, *rest)
+
+    monkeypatch.setattr(_checks, "core", lambda: Spy())
+    for table in (np.ascontiguousarray(wide[:, :K]), wide[:, 8 : 8 + K]):
+        w = table.T  # (K, N), strides (4, row stride of table)
+        x = rng.standard_normal((M, K), dtype=np.float32)
+        seen.clear()
+        y = ops.matmul(x, w)
+        check_matmul(y, x, w, None, False)
+        (a, b, (ta, tb)), = seen
+        assert np.shares_memory(b, table) and b.strides[-1] == 4 and tb
+        seen.clear()
+        dy = rng.standard_normal(y.shape, dtype=np.float32)
+        dx, dw, _ = ops.matmul_backward(dy, x, w)
+        np.testing.assert_allclose(dx, dy.astype(np.float64) @ w.T.astype(np.float64), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(dw, x.T.astype(np.float64) @ dy, rtol=1e-4, atol=1e-4)
+        assert any(np.shares_memory(b_, table) for _, b_, _ in seen)
+
+
+@needs_core
 def test_matmul_non_unit_stride_is_copied(isa, rng):
     x = rng.standard_normal((5, 30), dtype=np.float32)[:, ::2]  # last-axis stride 2
     w = rng.standard_normal((15, 60), dtype=np.float32)[:, ::3]

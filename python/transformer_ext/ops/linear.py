@@ -38,6 +38,21 @@ def _unit_last(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
+def _operand(a: np.ndarray, trans: bool):
+    """(array, trans) for the GEMM binding: a transposed view (unit stride along its first
+    axis, e.g. w.T of a C-contiguous w) is passed as its base with the flag flipped, so the
+    kernel reads it in place instead of through a transposing copy (~1 ms per MiB)."""
+    if (
+        a.ndim == 2
+        and a.flags.aligned
+        and a.shape[-1] > 1
+        and a.strides[-1] != a.itemsize
+        and (a.shape[0] <= 1 or a.strides[0] == a.itemsize)
+    ):
+        return a.T, not trans
+    return _unit_last(a), trans
+
+
 def _rows(a: np.ndarray) -> np.ndarray:
     """(..., n) -> (rows, n): a view when possible (see _checks.rows_view)."""
     return _unit_last(_checks.rows_view(a))
@@ -105,7 +120,8 @@ def _gemm(a, b, bias, m, n, trans_a=False, trans_b=False):
     if a.size == 0:  # K = 0: an empty sum
         c[...] = 0.0 if bias is None else bias
         return c
-    _checks.core().gemm(_unit_last(a), _unit_last(b), bias, c, trans_a, trans_b, False)
+    (a, trans_a), (b, trans_b) = _operand(a, trans_a), _operand(b, trans_b)
+    _checks.core().gemm(a, b, bias, c, trans_a, trans_b, False)
     return c
 
 
@@ -118,7 +134,8 @@ def _gemm_into(out, a, b, m, n, trans_a=False, trans_b=False):
         out += c
         return out
     if out.size and a.size:
-        _checks.core().gemm(_unit_last(a), _unit_last(b), None, out, trans_a, trans_b, True)
+        (a, trans_a), (b, trans_b) = _operand(a, trans_a), _operand(b, trans_b)
+        _checks.core().gemm(a, b, None, out, trans_a, trans_b, True)
     return out
 
 
