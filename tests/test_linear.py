@@ -137,6 +137,23 @@ def test_gemm_strided_operands(isa, rng, ta, tb, M, N, K):
 
 
 @needs_core
+@pytest.mark.parametrize("N,K", [(100, 37), (1024, 20), (3072, 9), (77, 300)])
+def test_gemm_one_row_matches_its_row_in_a_taller_product(isa, rng, N, K):
+    """M = 1 (decoding) takes its own loop in the skinny streaming path (broadcasts hoisted,
+    columns in groups of vectors; N = 1024, 3072: row strides of whole 4 KiB pages, no
+    prefetch): every element is the same FMA chain as in a taller skinny product, so the
+    bits equal that product's row; bias, accumulate and trans_a too."""
+    for ta, acc in ((False, False), (True, True)):
+        a, b = operands(rng, 3, N, K, ta, False)
+        bias = rng.standard_normal(N, dtype=np.float32)
+        c0 = rng.standard_normal((3, N), dtype=np.float32)
+        tall = run_gemm(a, b, bias, c0, ta, False, acc)
+        one = run_gemm(a[:, :1] if ta else a[:1], b, bias, c0[:1], ta, False, acc)
+        check_gemm(one, a[:, :1] if ta else a[:1], b, bias, c0[:1], ta, False, acc)
+        assert one.tobytes() == tall[:1].tobytes()
+
+
+@needs_core
 def test_gemm_k_zero(isa):
     """K = 0 (an empty sum): C = bias, plus C's old value when accumulating."""
     bias = np.arange(3, dtype=np.float32)

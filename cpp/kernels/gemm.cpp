@@ -106,6 +106,15 @@ TX_INLINE void prefetch_line(const void* p) {
   (void)p;
 #endif
 }
+// Rows of an operand whose stride is a multiple of 4 KiB put their lines at one column in
+// the same L1 set (32 KiB 8-way L1s, Zen 3 and Skylake: 4 KiB per way; 48 KiB 12-way ones
+// alike). The skinny paths read 8 such rows at once, which fills a set already; software-
+// prefetching 8 more rows (the next pass's) evicts lines before they are used. So those
+// paths prefetch only rows that do not alias. Measured on Zen 3 (1 thread, M = 1,
+// x·W with W 768×3072, ldb = 12 KiB): 2.2-4x slower with the prefetch (7-8 GB/s against
+// 17 from DRAM, 34 from L3), at any distance of 8-32 rows, T0 or T2 hint; with
+// W 3072×768 (3 KiB rows) the prefetch is +35% from DRAM.
+TX_INLINE bool rows_alias_in_l1(int64_t ld) { return (ld * (int64_t)sizeof(float)) % 4096 == 0; }
 // Up to these M the skinny paths beat packing (measured on Sapphire Rapids, AVX-512:
 // packing B costs about as much as M·(a few) FMAs per element of B): streaming
 // (not trans_b) up to 32 rows, dot products (trans_b) up to 64.
@@ -522,10 +531,13 @@ static void gemm_packed(const Problem& P) {
 #endif
 constexpr int64_t SK_PF = TX_SK_PF;
 
-template <int KB, bool FULL>
+// ONE: M = 1 (decoding), with the row's KB broadcasts av made once per pass by the caller
+// instead of once per vector (16 loads per 8 FMAs -> 8: from L3, 768×3072, Zen 3 1 thread,
+// 2x). Either way each C element gets the same chain.
+template <int KB, bool FULL, bool ONE>
 TX_INLINE void stream_vec(const Problem& P, const float* __restrict Ak, int64_t a_rs, int64_t a_ks,
                           const float* __restrict Bk, const float* Bpf, float* __restrict Cj, int n,
-                          bool init, const float* __restrict bias) {
+                          bool init, const float* __restrict bias, const V* av) {
   if (Bpf) {
     TX_UNROLL for (int kk = 0; kk < KB; ++kk) prefetch_line(Bpf + kk * P.ldb);
   }
@@ -533,13 +545,13 @@ TX_INLINE void stream_vec(const Problem& P, const float* __restrict Ak, int64_t 
   TX_UNROLL for (int kk = 0; kk < KB; ++kk) b[kk] = FULL ? vload(Bk + kk * P.ldb) : vload_n(Bk + kk * P.ldb, n);
   V bv = vzero();
   if (init && bias) bv = FULL ? vload(bias) : vload_n(bias, n);
-  for (int64_t i = 0; i < P.M; ++i) {
+  for (int64_t i = 0; i < (ONE ? 1 : P.M); ++i) {
     float* c = Cj + i * P.ldc;
     V acc = vzero();
     if (!init || P.accumulate) acc = FULL ? vload(c) : vload_n(c, n);
     if (init && bias) acc = vadd(acc, bv);
     const float* a = Ak + i * a_rs;
-    TX_UNROLL for (int kk = 0; kk < KB; ++kk) acc = vfma(vset1(a[kk * a_ks]), b[kk], acc);
+    TX_UNROLL for (int kk = 0; kk < KB; ++kk) acc = vfma(ONE ? av[kk] : vset1(a[kk * a_ks]), b[kk], acc);
     if (FULL) {
       vstore(c, acc);
     } else {
@@ -549,20 +561,51 @@ TX_INLINE void stream_vec(const Problem& P, const float* __restrict Ak, int64_t 
 }
 
 template <int KB>
-TX_INLINE void stream_block(const Problem& P, int64_t k, int64_t j0, int64_t j1, bool init) {
+TX_INLINE void stream_block(const Problem& P, int64_t k, int64_t j0_, int64_t j1, bool init) {
   const int64_t a_rs = P.trans_a ? 1 : P.lda, a_ks = P.trans_a ? P.lda : 1;
   const float* Ak = P.A + k * a_ks;
   const float* Bk = P.B + k * P.ldb;
-  // The same columns SK_PF rows further down (while those rows exist).
-  const float* Bpf = k + SK_PF + KB <= P.K ? Bk + SK_PF * P.ldb : nullptr;
-  for (int64_t j = j0; j < j1; j += VL) {
-    const float* bias = P.bias ? P.bias + j : nullptr;
-    const float* pf = Bpf ? Bpf + j : nullptr;
-    if (j1 - j >= VL) {
-      stream_vec<KB, true>(P, Ak, a_rs, a_ks, Bk + j, pf, P.C + j, VL, init, bias);
-    } else {
-      stream_vec<KB, false>(P, Ak, a_rs, a_ks, Bk + j, pf, P.C + j, (int)(j1 - j), init, bias);
+  // The same columns SK_PF rows further down (while those rows exist; see rows_alias_in_l1).
+  const float* Bpf = k + SK_PF + KB <= P.K && !rows_alias_in_l1(P.ldb) ? Bk + SK_PF * P.ldb : nullptr;
+  int64_t j0 = j0_;
+  auto columns = [&](auto one, const V* av) {
+    constexpr bool ONE = decltype(one)::value;
+    for (int64_t j = j0; j < j1; j += VL) {
+      const float* bias = P.bias ? P.bias + j : nullptr;
+      const float* pf = Bpf ? Bpf + j : nullptr;
+      if (j1 - j >= VL) {
+        stream_vec<KB, true, ONE>(P, Ak, a_rs, a_ks, Bk + j, pf, P.C + j, VL, init, bias, av);
+      } else {
+        stream_vec<KB, false, ONE>(P, Ak, a_rs, a_ks, Bk + j, pf, P.C + j, (int)(j1 - j), init, bias, av);
+      }
     }
+  };
+  if (P.M == 1) {
+    V av[KB];
+    TX_UNROLL for (int kk = 0; kk < KB; ++kk) av[kk] = vset1(Ak[kk * a_ks]);
+    // Four vectors at a time, their chains interleaved step by step: one vector's KB
+    // dependent FMAs would leave the core waiting on their latency (GCC keeps source order).
+    constexpr int G = 4;
+    for (; j0 + G * VL <= j1; j0 += G * VL) {
+      if (Bpf) {
+        TX_UNROLL for (int kk = 0; kk < KB; ++kk) {
+          TX_UNROLL for (int l = 0; l < G * VL; l += 16) prefetch_line(Bpf + kk * P.ldb + j0 + l);
+        }
+      }
+      V acc[G];
+      TX_UNROLL for (int g = 0; g < G; ++g) {
+        acc[g] = vzero();
+        if (!init || P.accumulate) acc[g] = vload(P.C + j0 + g * VL);
+        if (init && P.bias) acc[g] = vadd(acc[g], vload(P.bias + j0 + g * VL));
+      }
+      TX_UNROLL for (int kk = 0; kk < KB; ++kk) {
+        TX_UNROLL for (int g = 0; g < G; ++g) acc[g] = vfma(av[kk], vload(Bk + kk * P.ldb + j0 + g * VL), acc[g]);
+      }
+      TX_UNROLL for (int g = 0; g < G; ++g) vstore(P.C + j0 + g * VL, acc[g]);
+    }
+    columns(std::true_type(), av);
+  } else {
+    columns(std::false_type(), nullptr);
   }
 }
 
@@ -639,8 +682,9 @@ static void dot_rows(const Problem& P, const float* X, int64_t ldx, int64_t i, i
   constexpr int J = R == 1 ? 2 * SD_J : SD_J;
   const float* bias = P.bias;
   int64_t j = j0;
-  // Prefetch only on the first row group's pass: later groups re-read the block from L2.
-  const bool pf = i == 0;
+  // Prefetch only on the first row group's pass (later groups re-read the block from L2),
+  // and only rows that do not alias in L1 (rows_alias_in_l1: J rows + J prefetched).
+  const bool pf = i == 0 && !rows_alias_in_l1(P.ldb);
   for (; j + J <= j1; j += J) {
     const float* Bpf = pf && j + 2 * J <= P.N ? P.B + (j + J) * P.ldb : nullptr;
     dot_tile<R, J>(P.K, X + i * ldx, ldx, P.B + j * P.ldb, P.ldb, Bpf, P.C + i * P.ldc + j, P.ldc,
