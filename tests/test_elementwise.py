@@ -604,22 +604,35 @@ def test_out_matches_new_output_bit_for_bit(isa, rng, rows, n):
     assert ops.softmax(e, out=np.empty_like(e)).shape == (0, 5)
 
 
+def _at_address_of(a, ref, minus=0):
+    """A copy of a starting `minus` bytes below ref's address modulo 4 KiB."""
+    buf = np.empty(a.size + 1024, np.float32)
+    s = (ref.ctypes.data - minus - buf.ctypes.data) % 4096 // 4
+    v = buf[s:s + a.size].reshape(a.shape)
+    v[...] = a
+    return v
+
+
 @pytest.mark.parametrize("offset", [0, 1, 4, 5, 13])  # floats past a 64-byte line
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("n", [771, 784])
-def test_layer_norm_streamed_output_at_any_alignment(isa, rng, offset, threads, n):
+@pytest.mark.parametrize("inputs_below_out", [0, 64])  # bytes, modulo 4 KiB
+def test_layer_norm_streamed_output_at_any_alignment(isa, rng, offset, threads, n, inputs_below_out):
     # An output of >= 8 MiB is streamed (vmath.h's TxStream) into an out array starting
     # `offset` floats past a line. Rows of 771 floats end in a partial vector (each row
     # is a run of its own, and runs meet mid-line); rows of 784 (whole vectors on every
     # ISA) continue one run per thread, each vector shifted by the offset. Rows are
     # independent, so each block must equal the same rows computed alone (small: not
-    # streamed), and nothing outside out may be written.
+    # streamed), and nothing outside out may be written. With the inputs at out's address
+    # modulo 4 KiB the output is streamed; 64 bytes below it, it is not (vmath.h's
+    # tx_stream_aliases): both ways must agree.
     rows = 2900
     x, dy = randn(rng, rows, n, scale=2.0, loc=0.5), randn(rng, rows, n)
     g, b = randn(rng, n), randn(rng, n)
     buf = np.full(rows * n + 64, np.nan, np.float32)
     start = (-buf.ctypes.data % 64) // 4 + offset
     out = buf[start:start + rows * n].reshape(rows, n)
+    x, dy = _at_address_of(x, out, inputs_below_out), _at_address_of(dy, out, inputs_below_out)
     before = tx.get_num_threads()
     tx.set_num_threads(threads)
     try:

@@ -177,7 +177,8 @@ static void backward_chunk(const float* dy, const float* x, const float* gamma, 
 static void backward_chunks(const float* dy, const float* x, const float* gamma, const float* mean,
                             const float* rstd, int64_t rows, int64_t n, float* dx, float* part,
                             int64_t nchunks) {
-  const bool stream = rows * n * (int64_t)sizeof(float) >= kTxStreamBytes;
+  const bool stream = rows * n * (int64_t)sizeof(float) >= kTxStreamBytes && !tx_stream_aliases(dx, dy) &&
+                      !tx_stream_aliases(dx, x);
   const int64_t work = rows * n * 10;
   (void)work;  // (unused in a build without OpenMP)
   TX_OMP_FOR(work)
@@ -238,7 +239,7 @@ static void forward_rows(const float* x, const float* gamma, const float* beta, 
 
 void layer_norm_forward(const float* x, const float* gamma, const float* beta, float eps,
                         int64_t rows, int64_t n, float* y, float* mean, float* rstd) {
-  const bool stream = rows * n * (int64_t)sizeof(float) >= kTxStreamBytes;
+  const bool stream = rows * n * (int64_t)sizeof(float) >= kTxStreamBytes && !tx_stream_aliases(y, x);
 #pragma omp parallel num_threads(::tx::threads_for(rows * n * 6))
   {
     if (stream) {
