@@ -173,7 +173,7 @@ template <int W, int LD>
 TX_INLINE void pack_transposed(const float* __restrict src, int64_t lds, int rows, int64_t kc,
                                float* __restrict dst) {
 #if defined(TX_HAVE_TRANSPOSE)
-  static_assert(W <= VL, "one register transpose per VL×VL block");
+  static_assert(W <= VL && VL <= 2 * W, "one register transpose per VL×VL block; spills fit one row");
   for (int64_t k0 = 0; k0 < kc; k0 += VL) {
     const int kn = (int)imin(VL, kc - k0);
     if (k0 + PACK_PF < kc) {
@@ -186,7 +186,11 @@ TX_INLINE void pack_transposed(const float* __restrict src, int64_t lds, int row
     }
     transpose_vl(r);
     for (int k = 0; k < kn; ++k) {
-      if (W == VL) {
+      // W < VL with rows back to back (LD == W, the A sliver): a full store spills
+      // VL − W <= W lanes into row k + 1, which that row's store then overwrites; only the
+      // sliver's last row needs the masked store (AVX2's vmaskmovps stores are slow on Zen 3:
+      // the A pack from 2048×2048 ran 1.5-1.8x faster without them, 1 thread).
+      if (W == VL || (LD == W && k0 + k + 1 < kc)) {
         vstore(dst + (k0 + k) * LD, r[k]);
       } else {
         vstore_n(dst + (k0 + k) * LD, r[k], W);
@@ -324,7 +328,16 @@ static void pack_A(const Problem& P, int64_t i0, int64_t mc, int64_t p0, int64_t
     float* dst = Ap + ir * kc;
     if (P.trans_a) {  // A stored K×M: each k gives mr contiguous floats
       const float* src = P.A + p0 * P.lda + i0 + ir;
-      for (int64_t k = 0; k < kc; ++k) copy_pad<MR>(dst + k * MR, src + k * P.lda, mr);
+      int64_t k = 0;
+      // A full sliver with whole vectors readable in every row (MR rounded up to VL, within
+      // op(A)'s M columns): whole-vector copies, spilling into row k + 1 as in
+      // pack_transposed; the last row and edge slivers take copy_pad's masked stores.
+      if (mr == MR && i0 + ir + round_up(MR, VL) <= P.M) {
+        for (; k + 1 < kc; ++k) {
+          TX_UNROLL for (int l = 0; l < MR; l += VL) vstore(dst + k * MR + l, vload(src + k * P.lda + l));
+        }
+      }
+      for (; k < kc; ++k) copy_pad<MR>(dst + k * MR, src + k * P.lda, mr);
     } else {  // A stored M×K: gather MR rows (transpose of an mr×kc block)
       pack_transposed<MR, MR>(P.A + (i0 + ir) * P.lda + p0, P.lda, mr, kc, dst);
     }
