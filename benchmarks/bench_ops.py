@@ -32,7 +32,7 @@ run at the start.
 
 --gemv: the decoding GEMV (x (M, K) @ W, M = 1 and 4, GPT-2 small shapes) with the
 weights read from DRAM, not cache: each case cycles through copies of W totalling ≥ 300 MB
-(the L3 here is 105 MB), round-robin over the variants (dense W, W pre-packed fp32 and
+(3x the L3 of the CPUs measured: 105 MB on Sapphire Rapids, 32 MiB on Zen 3), round-robin over the variants (dense W, W pre-packed fp32 and
 bf16, NumPy, torch) so drifts on a shared machine hit them alike; each sample is >= 20 ms of
 calls after a 0.15 s sleep (see --gemm). Reported as GB/s of
 weight bytes actually read (bf16 reads half), median of the samples (default 9), and as % of the
