@@ -32,12 +32,12 @@ run at the start.
 
 --gemv: the decoding GEMV (x (M, K) @ W, M = 1 and 4, GPT-2 small shapes) with the
 weights read from DRAM, not cache: each case cycles through copies of W totalling ≥ 300 MB
-(3x the L3 of the CPUs measured: 105 MB on Sapphire Rapids, 32 MiB on Zen 3), round-robin over the variants (dense W, W pre-packed fp32 and
-bf16, NumPy, torch) so drifts on a shared machine hit them alike; each sample is >= 20 ms of
-calls after a 0.15 s sleep (see --gemm). Reported as GB/s of
-weight bytes actually read (bf16 reads half), median of the samples (default 9), and as % of the
-read bandwidth `_core.probe_read` measures in the same process (best of 5 over 256 MiB).
-NumPy (threadpoolctl) and torch get the same thread count as transformer_ext.
+(more than the L3 of the CPUs measured: 105 MB on Sapphire Rapids, 32 MiB on Zen 3),
+round-robin over the variants (dense W, W pre-packed fp32 and bf16, NumPy, torch) so
+drifts on a shared machine hit them alike; each sample is >= 20 ms of calls after a 0.15 s
+sleep (see --gemm). Reported as GB/s of weight bytes actually read (bf16 reads half),
+median of the samples (default 9), and as % of the read bandwidth `_core.probe_read`
+measures in the same process (best of 5 over 256 MiB). NumPy (threadpoolctl) and torch get the same thread count as transformer_ext.
 
 --gemm: C = op(A)·op(B) at transformer shapes (M, K, N) = (512, 768, 768), (512, 768, 3072),
 (512, 3072, 768), (128, 768, 2304), (1024, 1024, 1024), (2048, 2048, 2048; dropped by --quick),
