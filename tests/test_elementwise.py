@@ -613,6 +613,21 @@ def _at_address_of(a, ref, minus=0):
     return v
 
 
+def test_softmax_same_bits_wherever_out_sits(isa, rng):
+    # rows.h: the exp pass loads a group of vectors ahead of its stores where out sits
+    # 1..1023 bytes past x modulo 4 KiB (4K aliasing), and not elsewhere; both loops sum in
+    # the same order. 515 floats per row: whole groups, single vectors and a masked tail.
+    x = randn(rng, 37, 515, scale=4.0)
+    ref = reference.softmax(*f64(x))
+    got = {}
+    for below in (0, 64, 1000, 2048):
+        out = np.empty_like(x)
+        got[below] = ops.softmax(_at_address_of(x, out, below), out=out)
+        assert_close(got[below], ref, softmax_tol(ref), f"softmax, x {below} bytes below out")
+    for below in (64, 1000, 2048):
+        np.testing.assert_array_equal(got[below], got[0])
+
+
 @pytest.mark.parametrize("offset", [0, 1, 4, 5, 13])  # floats past a 64-byte line
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("n", [771, 784])

@@ -44,6 +44,16 @@ static inline float max_of_row(const float* x, int64_t n) {
   return m;
 }
 
+// Where y sits 1..1023 bytes past x modulo 4 KiB, a load of x that follows the stores of
+// y closely can match one of them in its low 12 address bits and wait for it ("4K
+// aliasing": 3x slower, measured on Sapphire Rapids when y − x ≡ 16..255 bytes, e.g. y =
+// np.empty_like(x) allocated right after x). The window is wider than one group of stores
+// because stores stay pending for a few groups.
+TX_INLINE bool loads_must_lead(const float* x, const float* y) {
+  const uintptr_t d = ((uintptr_t)y - (uintptr_t)x) & 4095;
+  return d != 0 && d < 1024;
+}
+
 // y_j = exp(x_j − m); returns Σ_j y_j, summed as the exps are computed (one pass; the
 // masked tail vector is stored first and its lanes added after the full vectors).
 // Meanwhile it asks for the next row, `ahead` floats on (0: none), of x and of y (for
@@ -54,29 +64,39 @@ static inline float exp_shifted_sum(const float* x, float m, float* y, int64_t n
   const V mv = vset1(m);
   const int64_t nv = n - n % VL;
   // Four accumulators over groups of four vectors, the rest into the first: row_sum's
-  // order (vec.h). The loads run one group ahead of the stores, so that y − x ≡ 16..255
-  // bytes mod 4 KiB (arrays allocated back to back) does not stall them behind the stores
-  // they alias ("4K aliasing": 3x slower, measured; see activation.cpp's map_unary).
+  // order (vec.h).
   V acc[4] = {vzero(), vzero(), vzero(), vzero()};
+  const auto group = [&](int64_t j, const V (&a)[4]) {  // exps of x[j : j + 4·VL] from a
+    V e[4];
+    for (int g = 0; g < 4; ++g) {
+      __builtin_prefetch(x + ahead + j + g * VL, 0, 3);
+      __builtin_prefetch(y + ahead + j + g * VL, 1, 3);
+      e[g] = vexp_le0(vsub(a[g], mv));  // x − m <= 0
+    }
+    for (int g = 0; g < 4; ++g) vstore(y + j + g * VL, e[g]), acc[g] = vadd(acc[g], e[g]);
+  };
   int64_t j = 0;
-  if (nv >= 4 * VL) {
+  if (nv >= 4 * VL && loads_must_lead(x, y)) {
+    // The loads run one group ahead of the stores, older than any store they could match.
+    // (Elsewhere this costs: 4 more live vectors, which AVX2's 16 registers spill. Zen 3,
+    // 1 thread, rows in L1: the pass took ~10-12 cycles per vector this way, 7-8 without.)
     V a[4];
     for (int g = 0; g < 4; ++g) a[g] = vload(x + g * VL);
     for (;; j += 4 * VL) {
       const bool more = j + 8 * VL <= nv;
-      V e[4];
-      for (int g = 0; g < 4; ++g) {
-        __builtin_prefetch(x + ahead + j + g * VL, 0, 3);
-        __builtin_prefetch(y + ahead + j + g * VL, 1, 3);
-        e[g] = vexp_le0(vsub(a[g], mv));  // x − m <= 0
-      }
+      V cur[4] = {a[0], a[1], a[2], a[3]};
       if (more) {
         for (int g = 0; g < 4; ++g) a[g] = vload(x + j + (4 + g) * VL);
       }
-      for (int g = 0; g < 4; ++g) vstore(y + j + g * VL, e[g]), acc[g] = vadd(acc[g], e[g]);
+      group(j, cur);
       if (!more) break;
     }
     j += 4 * VL;
+  }
+  for (; j + 4 * VL <= nv; j += 4 * VL) {
+    V a[4];
+    for (int g = 0; g < 4; ++g) a[g] = vload(x + j + g * VL);
+    group(j, a);
   }
   for (; j < nv; j += VL) {
     __builtin_prefetch(x + ahead + j, 0, 3);
