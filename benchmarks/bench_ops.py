@@ -37,7 +37,8 @@ round-robin over the variants (dense W, W pre-packed fp32 and bf16, NumPy, torch
 drifts on a shared machine hit them alike; each sample is >= 20 ms of calls after a 0.15 s
 sleep (see --gemm). Reported as GB/s of weight bytes actually read (bf16 reads half),
 median of the samples (default 9), and as % of the read bandwidth `_core.probe_read`
-measures in the same process (best of 5 over 256 MiB). NumPy (threadpoolctl) and torch get the same thread count as transformer_ext.
+measures in the same process (best of 5 over 256 MiB). NumPy (threadpoolctl) and torch get
+the same thread count as transformer_ext.
 
 --gemm: C = op(A)·op(B) at transformer shapes (M, K, N) = (512, 768, 768), (512, 768, 3072),
 (512, 3072, 768), (128, 768, 2304), (1024, 1024, 1024), (2048, 2048, 2048; dropped by --quick),
