@@ -49,10 +49,7 @@ static inline float max_of_row(const float* x, int64_t n) {
 // aliasing": 3x slower, measured on Sapphire Rapids when y − x ≡ 16..255 bytes, e.g. y =
 // np.empty_like(x) allocated right after x). The window is wider than one group of stores
 // because stores stay pending for a few groups.
-TX_INLINE bool loads_must_lead(const float* x, const float* y) {
-  const uintptr_t d = ((uintptr_t)y - (uintptr_t)x) & 4095;
-  return d != 0 && d < 1024;
-}
+TX_INLINE bool loads_must_lead(const float* x, const float* y) { return tx_past_mod_4k(y, x, 1024); }
 
 // y_j = exp(x_j − m); returns Σ_j y_j, summed as the exps are computed (one pass; the
 // masked tail vector is stored first and its lanes added after the full vectors).

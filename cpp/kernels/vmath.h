@@ -188,10 +188,12 @@ static const int64_t kTxStreamBytes = INT64_MAX;
 // 1.5-2x slower at 16-64 bytes, not at 0 (NumPy's large arrays all start 16 bytes past a
 // page) nor at 128 and beyond; plain stores show no such dependence. So a kernel streams
 // only when no input sits in that window below its output.
-static inline bool tx_stream_aliases(const float* out, const float* in) {
+// (tx_past_mod_4k: out sits 1..window−1 bytes past in modulo 4 KiB; rows.h uses it too.)
+static inline bool tx_past_mod_4k(const float* out, const float* in, uintptr_t window) {
   const uintptr_t d = ((uintptr_t)out - (uintptr_t)in) & 4095;
-  return d != 0 && d < 128;
+  return d != 0 && d < window;
 }
+static inline bool tx_stream_aliases(const float* out, const float* in) { return tx_past_mod_4k(out, in, 128); }
 
 // dst[0:n] = src[0:n] (src nullptr: zeros) with non-temporal stores where dst is
 // vector-aligned, plain stores at the two ends. (A copy shifts its loads, not its
