@@ -811,3 +811,24 @@ def test_mha_fused_dropout_switch_and_return_attention():
         drng.seed(2)
         np.testing.assert_array_equal(layer(x), y_eval)
         assert not np.allclose(y_eval, y_fused)
+
+
+def test_causal_must_be_a_bool(isa):
+    """causal="no" is truthy: taken as a bool it would silently run the causal kernel."""
+    q, k, v = _arrs()
+    for bad in ("no", 1, np.ones(2, bool), None):
+        with pytest.raises(TypeError, match=r"ops\.attention: argument 'causal' must be a bool"):
+            tx.ops.attention(q, k, v, causal=bad)
+        with pytest.raises(TypeError, match=r"ops\.attention_backward: argument 'causal' must be a bool"):
+            tx.ops.attention_backward(q, q, k, v, causal=bad)
+    np.testing.assert_array_equal(tx.ops.attention(q, k, v, causal=np.bool_(True)),
+                                  tx.ops.attention(q, k, v, causal=True))
+
+
+def test_odd_strides_on_length_one_axes(isa):
+    """B = H = 1 axes with strides that are no multiple of 4 bytes (NumPy ignores them)."""
+    q, k, v = _arrs(B=1, H=1, Tq=5, Tk=6, D=8)
+    buf = np.zeros(400, np.float32)
+    buf[:40] = q.ravel()
+    q_odd = np.lib.stride_tricks.as_strided(buf, (1, 1, 5, 8), (3, 7, 32, 4))
+    np.testing.assert_array_equal(tx.ops.attention(q_odd, k, v, causal=True), tx.ops.attention(q, k, v, causal=True))

@@ -21,6 +21,7 @@ tolerances below bound the C++ kernels' own float32 error (u = 2^-24 ≈ 6e-8):
 - ReLU is exact.
 """
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -760,3 +761,25 @@ def test_out_numpy_backend(rng):
             ops.gelu_backward(dy, x, out=dy)
         with pytest.raises(ValueError, match=r"ops\.layer_norm: argument 'out' overlaps the memory of 'x'"):
             ops.layer_norm(x, g, b, out=x)
+
+
+@pytest.mark.parametrize("backend", ["cpp", "numpy"])
+def test_zero_width_rows_on_both_backends(backend):
+    """Rows of length 0 (n = 0, rows > 0): empty dx, empty dγ/dβ, as the C++ backend gives."""
+    if backend == "cpp" and not tx.supported_isas():
+        pytest.skip("compiled core not available")
+    e = np.zeros((3, 0), np.float32)
+    with tx.use_backend(backend), np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # NumPy's mean of an empty row
+        dx, dg, db = ops.layer_norm_backward(e, e, np.ones(0, np.float32), np.zeros(0, np.float32))
+    assert dx.shape == (3, 0) and dg.shape == db.shape == (0,)
+
+
+def test_out_messages(isa):
+    x = np.ones((2, 8), np.float32)
+    with pytest.raises(ValueError, match="must be C-contiguous"):
+        ops.softmax(x, out=np.empty((8, 2), np.float32).T)
+    raw = np.empty(2 * 8 * 4 + 1, np.uint8)[1:]  # contiguous, but 1 byte past a float boundary
+    misaligned = raw.view(np.float32).reshape(2, 8)
+    with pytest.raises(ValueError, match="must be aligned to its 4-byte floats"):
+        ops.softmax(x, out=misaligned)

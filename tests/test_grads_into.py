@@ -80,3 +80,29 @@ def test_bad_grads_into(rng):
         ops.matmul_backward(dy, x, w, grads_into=(np.zeros((5, 4), np.float32), None))
     with pytest.raises(TypeError, match="ops.embedding_backward: grads_into must be a tuple of 1"):
         ops.embedding_backward(_f32(rng, 2, 5), np.array([0, 1]), w, grads_into=[])
+
+
+@pytest.mark.parametrize("backend", ["cpp", "numpy"])
+def test_grads_into_overlapping_an_input_is_refused(backend, rng):
+    """The kernels add into a target while they still read the inputs: a target sharing
+    memory with one (or with another target) would give wrong gradients silently."""
+    n = 8
+    x, w, w2, dy = _f32(rng, n, n), _f32(rng, n, n), _f32(rng, n, n), _f32(rng, n, n)
+    b, g = _f32(rng, n), np.zeros((n, n), np.float32)
+    with tx.use_backend(backend):
+        with pytest.raises(ValueError, match=r"grads_into\[0\] overlaps the memory of 'x'"):
+            ops.matmul_backward(dy, x, w, grads_into=(x, None))
+        with pytest.raises(ValueError, match=r"grads_into\[1\] overlaps the memory of 'dy'"):
+            ops.matmul_backward(dy, x, w, b, grads_into=(None, dy[0]))
+        with pytest.raises(ValueError, match=r"grads_into\[0\] and grads_into\[1\] overlap"):
+            ops.matmul_backward(dy, x, w, b, grads_into=(g, g[2]))
+        with pytest.raises(ValueError, match=r"grads_into\[2\] overlaps the memory of 'w1'"):
+            ops.feed_forward_backward(dy, x, w, None, w2, None, grads_into=(None, None, w, None))
+        with pytest.raises(ValueError, match=r"grads_into\[0\] overlaps the memory of 'dy'"):
+            ops.embedding_backward(dy, np.arange(n), x, grads_into=(dy,))
+        # disjoint views of one buffer are fine
+        buf = np.zeros((2, n, n), np.float32)
+        buf[0] = x
+        ref = ops.matmul_backward(dy, x, w)[1]
+        np.testing.assert_allclose(ops.matmul_backward(dy, buf[0], w, grads_into=(buf[1], None))[1], ref,
+                                   rtol=1e-6, atol=1e-6)

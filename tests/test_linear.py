@@ -623,3 +623,22 @@ def test_feed_forward_bad_inputs(isa):
         ops.feed_forward_backward(np.zeros((2, 4), np.float32), x, w1, b1, w2, b2, np.zeros((2, 7), np.float32))
     with pytest.raises(ValueError, match=r"ops.feed_forward_backward: dy has shape \(2, 5\)"):
         ops.feed_forward_backward(np.zeros((2, 5), np.float32), x, w1, b1, w2, b2)
+
+
+@needs_core
+def test_odd_strides_on_length_one_axes(isa, rng):
+    """NumPy ignores the stride of a length-1 axis (the array is C-contiguous and "aligned"
+    with a stride of 3 bytes there); the ops pass such arrays on with a whole-float stride."""
+    buf = rng.standard_normal(64, dtype=np.float32)
+    w = np.lib.stride_tricks.as_strided(buf, (8, 1), (4, 3))  # (K, N = 1), column stride 3 bytes
+    x = rng.standard_normal((3, 8), dtype=np.float32)
+    b = np.lib.stride_tricks.as_strided(buf[10:], (1,), (3,))
+    check_matmul(ops.matmul(x, w, b), x, w, b, False)
+    check_matmul(ops.matmul(x, ops.pack_weight(w)), x, w, None, False)
+    x1 = np.lib.stride_tricks.as_strided(buf[20:], (1, 8), (7, 4))  # M = 1, row stride 7 bytes
+    check_matmul(ops.matmul(x1, w), x1, w, None, False)
+    g = np.lib.stride_tricks.as_strided(buf[30:], (1, 8), (5, 4))
+    y = ops.layer_norm(x1, np.ones(8, np.float32), np.zeros(8, np.float32))
+    np.testing.assert_array_equal(y, ops.layer_norm(np.ascontiguousarray(x1), np.ones(8, np.float32),
+                                                     np.zeros(8, np.float32)))
+    np.testing.assert_array_equal(ops.softmax(g), ops.softmax(np.ascontiguousarray(g)))

@@ -370,3 +370,10 @@ def test_amx_bf16_nonfinite(amx):
     assert np.isnan(y[:, 50]).all() and np.isnan(y[2]).all()
     np.testing.assert_array_equal(np.isinf(y), np.isinf(ref))
     np.testing.assert_array_equal(np.sign(y[1][np.isinf(ref[1])]), np.sign(ref[1][np.isinf(ref[1])]))
+
+
+def test_packed_weight_leaves_the_callers_array_writable():
+    pw = ops.pack_weight(np.ones((8, 5), np.float32))
+    data = np.array(pw.data)  # a writable copy of the packed buffer
+    pw2 = ops.PackedWeight(data, 8, 5, "fp32")
+    assert data.flags.writeable and not pw2.data.flags.writeable and np.shares_memory(pw2.data, data)

@@ -662,3 +662,29 @@ def test_cross_entropy_in_place_every_isa(isa, rng):
     loss2, d2 = ops.cross_entropy(x, targets, label_smoothing=0.1, out=x)
     assert loss2 == loss
     np.testing.assert_array_equal(d2, d)
+
+
+@pytest.mark.parametrize("backend", ["cpp", "numpy"])
+def test_zero_width_on_both_backends(backend):
+    """d = 0 embeddings and V = 0 logits (every target ignored) give empty results on both
+    backends (the NumPy reference used to fail reshaping them)."""
+    if backend == "cpp" and not tx.supported_isas():
+        pytest.skip("compiled core not available")
+    with tx.use_backend(backend):
+        dt = ops.embedding_backward(np.zeros((3, 0), np.float32), np.array([1, 2, 3]), np.zeros((10, 0), np.float32))
+        assert dt.shape == (10, 0)
+        loss, g = ops.cross_entropy(np.zeros((3, 0), np.float32), np.full(3, -100))
+        assert loss == 0.0 and g.shape == (3, 0)
+
+
+@pytest.mark.parametrize("backend", ["cpp", "numpy"])
+def test_adamw_zero_dim(backend):
+    """0-d arrays (one scalar parameter) update like 1-element ones."""
+    if backend == "cpp" and not tx.supported_isas():
+        pytest.skip("compiled core not available")
+    with tx.use_backend(backend):
+        p, m, v = np.array(1.0, np.float32), np.zeros((), np.float32), np.zeros((), np.float32)
+        p1, m1, v1 = np.ones(1, np.float32), np.zeros(1, np.float32), np.zeros(1, np.float32)
+        ops.adamw_step(p, np.array(0.5, np.float32), m, v, 1, 1e-3)
+        ops.adamw_step(p1, np.full(1, 0.5, np.float32), m1, v1, 1, 1e-3)
+        assert p.shape == () and p == p1[0] and m == m1[0] and v == v1[0]

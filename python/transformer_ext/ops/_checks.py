@@ -58,7 +58,19 @@ def as_float(op: str, name: str, a, *, ndim=None, min_ndim=None, dtype=None, bac
         raise ValueError(f"{op}: argument '{name}' must be {ndim}-D, got shape {shape_str(a.shape)}")
     if min_ndim is not None and a.ndim < min_ndim:
         raise ValueError(f"{op}: argument '{name}' must have at least {min_ndim} dims, got shape {shape_str(a.shape)}")
-    return a
+    return unit_axis_strides(a)
+
+
+def unit_axis_strides(a: np.ndarray) -> np.ndarray:
+    """`a`, with a whole-element stride on every length-1 axis (a view; `a` itself when
+    they already are). NumPy ignores those strides (such an array is C-contiguous and
+    "aligned" with a stride of 3 bytes there, e.g. a field of a packed record array), while
+    the C++ bindings check every stride."""
+    if not any(n == 1 and s % a.itemsize for n, s in zip(a.shape, a.strides)):
+        return a
+    strides = tuple(a.itemsize * int(np.prod(a.shape[i + 1:])) if n == 1 else s
+                    for i, (n, s) in enumerate(zip(a.shape, a.strides)))
+    return np.lib.stride_tricks.as_strided(a, strides=strides)
 
 
 def as_ids(op: str, name: str, a, upper: int) -> np.ndarray:
@@ -87,8 +99,9 @@ def rows_view(a: np.ndarray) -> np.ndarray:
 
 
 def contiguous(a: np.ndarray) -> np.ndarray:
-    """C-contiguous (copies only when needed)."""
-    return np.ascontiguousarray(a)
+    """C-contiguous (copies only when needed); a 0-D array stays 0-D (np.ascontiguousarray
+    alone returns it as 1-D)."""
+    return np.ascontiguousarray(a).reshape(a.shape)
 
 
 def check(cond: bool, op: str, msg: str, exc=ValueError) -> None:
@@ -103,15 +116,17 @@ def can_add_into(out, shape) -> bool:
             and out.flags.c_contiguous and out.flags.writeable)
 
 
-def grads_into(op, targets, shapes):
+def grads_into(op, targets, shapes, inputs):
     """A backward's `grads_into` argument: None, or a tuple with one entry per parameter gradient
     the op returns (`shapes`; None for an absent bias) — None or an array of that gradient's shape
-    to add it into in place. Returns one entry per shape."""
+    to add it into in place. Returns one entry per shape. `inputs` maps the backward's input
+    names to their arrays (None: absent): a target may overlap none of them, nor another
+    target — the kernels add into a target while they still read the inputs."""
     if targets is None:
         return (None,) * len(shapes)
     if not isinstance(targets, (tuple, list)) or len(targets) != len(shapes):
         raise TypeError(f"{op}: grads_into must be a tuple of {len(shapes)} arrays or None")
-    for g, shape in zip(targets, shapes):
+    for i, (g, shape) in enumerate(zip(targets, shapes)):
         if g is None:
             continue
         if shape is None:
@@ -120,7 +135,19 @@ def grads_into(op, targets, shapes):
             raise ValueError(f"{op}: grads_into arrays must be float arrays of shapes "
                              f"{[None if s is None else shape_str(s) for s in shapes]}, got "
                              f"{shape_str(g.shape) if isinstance(g, np.ndarray) else type(g).__name__}")
+        for name, a in inputs.items():
+            if _overlap(g, a):
+                raise ValueError(f"{op}: grads_into[{i}] overlaps the memory of '{name}'; the gradient is "
+                                 f"added into it while '{name}' is still being read (pass a separate array)")
+        for j in range(i + 1, len(targets)):
+            if _overlap(g, targets[j]):
+                raise ValueError(f"{op}: grads_into[{i}] and grads_into[{j}] overlap in memory")
     return tuple(targets)
+
+
+def _overlap(a, b) -> bool:
+    # may_share_memory: a cheap bounds test first
+    return isinstance(b, np.ndarray) and np.may_share_memory(a, b) and np.shares_memory(a, b)
 
 
 def add_into(targets, grads):

@@ -162,6 +162,13 @@ def _cpp_forward(q, k, v, causal, mask, p=0.0, seed=None):
 
 
 # --------------------------------------------------------------------------- public API
+def _check_causal(op, causal) -> bool:
+    # bool(), not truthiness: causal="no" or an array is a mistake, not a mode
+    if not isinstance(causal, (bool, np.bool_)):
+        raise TypeError(f"{op}: argument 'causal' must be a bool, got {type(causal).__name__}")
+    return bool(causal)
+
+
 def attention(q, k, v, causal=False, mask=None, return_saved=False, dropout_p=0.0, seed=None):
     """out = softmax(q kᵀ/√d_k + mask) v.  q (B,H,Tq,D); k, v (B,H,Tk,D).
 
@@ -174,7 +181,7 @@ def attention(q, k, v, causal=False, mask=None, return_saved=False, dropout_p=0.
     Tk = k.shape[2]
     mask = _check_mask(_OP, mask, B, H, Tq, Tk)
     p, seed = _check_dropout(_OP, dropout_p, seed)
-    causal = bool(causal)
+    causal = _check_causal(_OP, causal)
     if _checks.backend() == "numpy":
         return reference.attention(q, k, v, causal=causal, mask=mask, return_saved=return_saved,
                                    dropout_p=p, seed=seed)
@@ -198,7 +205,7 @@ def attention_backward(dout, q, k, v, saved=None, causal=False, mask=None, dropo
     Tk = k.shape[2]
     mask = _check_mask(_OP_BWD, mask, B, H, Tq, Tk)
     p, seed = _check_dropout(_OP_BWD, dropout_p, seed)
-    causal = bool(causal)
+    causal = _check_causal(_OP_BWD, causal)
     if saved is not None:
         saved = _check_saved(_OP_BWD, saved, q)
     if _checks.backend() == "numpy":

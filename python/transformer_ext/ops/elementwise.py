@@ -67,9 +67,12 @@ def _check_out(op: str, out, like: np.ndarray, inputs: dict, in_place: str | Non
     if out.shape != like.shape:
         raise ValueError(f"{op}: argument 'out' must have the result's shape {shape_str(like.shape)}, "
                          f"got {shape_str(out.shape)}")
-    if not (out.flags.c_contiguous and out.flags.aligned):
+    if not out.flags.c_contiguous:
         raise ValueError(f"{op}: argument 'out' must be C-contiguous (the kernels take no strides), got strides "
                          f"{out.strides} for shape {shape_str(out.shape)}")
+    if not out.flags.aligned:
+        raise ValueError(f"{op}: argument 'out' must be aligned to its 4-byte floats, got a buffer at "
+                         f"address {out.ctypes.data:#x}")
     if not out.flags.writeable:
         raise ValueError(f"{op}: argument 'out' is read-only")
     for name, a in inputs.items():

@@ -241,8 +241,9 @@ class PackedWeight:
     activations stay float32 and products accumulate in float32, so the result equals
     matmul(x, bf16_round(w)) exactly on the cpp backend.
 
-    Attributes: data (read-only 1-D float32 or uint16 buffer), K, N, dtype ("fp32" /
-    "bf16"), layout. Picklable; copies share the (read-only) buffer.
+    Attributes: data (a read-only view of the 1-D float32 or uint16 buffer; the array
+    passed in stays as it was), K, N, dtype ("fp32" / "bf16"), layout. Picklable; copies
+    share the buffer.
     """
 
     __slots__ = ("data", "K", "N", "dtype", "layout")
@@ -263,7 +264,9 @@ class PackedWeight:
                 f"PackedWeight: data must be a ({n},) {np.dtype(want_dtype).name} buffer for K={K}, N={N}, "
                 f"dtype={dtype!r}; got {data.dtype} with shape {shape_str(data.shape)}"
             )
-        data.setflags(write=False)
+        if data.flags.writeable:  # read-only through this object, without changing the caller's array
+            data = data.view()
+            data.setflags(write=False)
         self.data, self.K, self.N, self.dtype, self.layout = data, K, N, dtype, layout
 
     def __getstate__(self):
@@ -354,7 +357,8 @@ def matmul_backward(dy, x, w, b=None, saved=None, transpose_w=False, grads_into=
     x, w, b, N = _check_linear(op, x, w, b, transpose_w)
     w = _dense(w, x.dtype)  # a PackedWeight: gradients w.r.t. the (K, N) weight it holds
     dy = _check_grad(op, "dy", dy, x.shape[:-1] + (N,), x.dtype, "matmul(x, w)")
-    gw, gb = _checks.grads_into(op, grads_into, (w.shape, None if b is None else b.shape))
+    gw, gb = _checks.grads_into(op, grads_into, (w.shape, None if b is None else b.shape),
+                                {"dy": dy, "x": x, "w": w, "b": b})
     if _checks.backend() == "numpy":
         dx, dw, db = reference.matmul_backward(dy, x, w, b, saved, transpose_w=transpose_w)
         dw, db = _checks.add_into((gw, gb), (dw, db))
@@ -423,7 +427,8 @@ def feed_forward_backward(dy, x, w1, b1, w2, b2, saved=None, activation="gelu", 
     if saved is not None:
         saved = _check_grad(op, "saved", saved, x.shape[:-1] + (d_ff,), x.dtype, "h = x·w1 + b1")
     into = _checks.grads_into(op, grads_into, (w1.shape, None if b1 is None else b1.shape,
-                                              w2.shape, None if b2 is None else b2.shape))
+                                              w2.shape, None if b2 is None else b2.shape),
+                              {"dy": dy, "x": x, "w1": w1, "b1": b1, "w2": w2, "b2": b2, "saved": saved})
     if _checks.backend() == "numpy":
         dx, *grads = reference.feed_forward_backward(dy, x, w1, b1, w2, b2, saved, activation=activation)
         return (dx, *_checks.add_into(into, grads))

@@ -47,6 +47,11 @@ def erf(x: np.ndarray) -> np.ndarray:
     return np.asarray(_math_erf_ufunc(x), dtype=np.float64).astype(x.dtype, copy=False)
 
 
+def _rows(a):
+    """a as 2-D (rows, last axis); a.reshape(-1, n) fails when n = 0."""
+    return a.reshape(math.prod(a.shape[:-1]), a.shape[-1])
+
+
 def _ret(y, saved, return_saved):
     return (y, saved) if return_saved else y
 
@@ -120,8 +125,8 @@ def layer_norm_backward(dy, x, gamma, beta, saved=None, eps=1e-5):
     g = dy * gamma
     dx = rstd * (g - np.mean(g, axis=-1, keepdims=True) - xhat * np.mean(g * xhat, axis=-1, keepdims=True))
     n = x.shape[-1]
-    dgamma = (dy * xhat).reshape(-1, n).sum(axis=0)
-    dbeta = dy.reshape(-1, n).sum(axis=0)
+    dgamma = _rows(dy * xhat).sum(axis=0)
+    dbeta = _rows(dy).sum(axis=0)
     return dx, dgamma, dbeta
 
 
@@ -405,7 +410,7 @@ def embedding_backward(dy, ids, table, saved=None):
     """dtable[v] = Σ_{positions p with ids[p] == v} dy[p]  (scatter-add; repeated ids accumulate)."""
     d = table.shape[-1]
     dtable = np.zeros(table.shape, dtype=dy.dtype)
-    np.add.at(dtable, np.asarray(ids).reshape(-1), dy.reshape(-1, d))
+    np.add.at(dtable, np.asarray(ids).reshape(-1), _rows(dy))
     return dtable
 
 
@@ -430,7 +435,7 @@ def cross_entropy(logits, targets, ignore_index=-100, label_smoothing=0.0, reduc
     if reduction not in ("mean", "sum"):
         raise ValueError(f"cross_entropy: reduction must be 'mean' or 'sum', got {reduction!r}")
     V = logits.shape[-1]
-    x = logits.reshape(-1, V)
+    x = _rows(logits)
     t = np.asarray(targets).reshape(-1)
     keep = t != ignore_index
     n_keep = int(np.count_nonzero(keep))
@@ -456,7 +461,7 @@ def cross_entropy(logits, targets, ignore_index=-100, label_smoothing=0.0, reduc
     g[np.arange(g.shape[0]), tk] -= 1.0 - eps
     if scale != 1.0:
         g *= scale
-    dlogits.reshape(-1, V)[keep] = g
+    _rows(dlogits)[keep] = g
     return total * scale, dlogits
 
 

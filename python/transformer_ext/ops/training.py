@@ -90,7 +90,7 @@ def embedding_backward(dy, ids, table, saved=None, grads_into=None):
             f"{op}: argument 'dy' has shape {_shape(dy)} but 'ids' has shape {_shape(ids)} and 'table' "
             f"has shape {_shape(table)} (expected dy of shape {_checks.shape_str(ids.shape + (d,))})"
         )
-    (into,) = _checks.grads_into(op, grads_into, ((V, d),))
+    (into,) = _checks.grads_into(op, grads_into, ((V, d),), {"dy": dy, "ids": ids})
     if _checks.backend() == "numpy":
         return _checks.add_into((into,), (reference.embedding_backward(dy, ids, table, saved),))[0]
     if into is not None and not _checks.can_add_into(into, (V, d)):  # the kernel can't write it: a temporary
