@@ -783,3 +783,16 @@ def test_out_messages(isa):
     misaligned = raw.view(np.float32).reshape(2, 8)
     with pytest.raises(ValueError, match="must be aligned to its 4-byte floats"):
         ops.softmax(x, out=misaligned)
+
+
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+def test_lists_subclasses_and_masked_arrays(isa):
+    if tx.get_backend() == "cpp":
+        with pytest.raises(TypeError, match=r"convert with np\.asarray\(x, np\.float32\)"):
+            ops.softmax([[1.0, 2.0]])  # a list has no .astype
+    m = np.matrix([[1.0, -2.0]], dtype=np.float32)  # an ndarray subclass: computed as a plain array
+    y = ops.gelu(m)
+    assert type(y) is np.ndarray
+    np.testing.assert_array_equal(y, ops.gelu(np.asarray(m)))
+    with pytest.raises(TypeError, match=r"ops\.gelu: argument 'x' is a masked array"):
+        ops.gelu(np.ma.masked_array(np.ones(3, np.float32), mask=[0, 1, 0]))

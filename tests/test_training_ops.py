@@ -688,3 +688,20 @@ def test_adamw_zero_dim(backend):
         ops.adamw_step(p, np.array(0.5, np.float32), m, v, 1, 1e-3)
         ops.adamw_step(p1, np.full(1, 0.5, np.float32), m1, v1, 1, 1e-3)
         assert p.shape == () and p == p1[0] and m == m1[0] and v == v1[0]
+
+
+def test_huge_unsigned_ids_are_reported_as_they_are(isa):
+    with pytest.raises(ValueError, match=r"has id 9223372036854775813 out of range \[0, 4\)"):
+        ops.embedding(np.array([2**63 + 5], np.uint64), np.ones((4, 3), np.float32))
+
+
+@pytest.mark.parametrize("backend", ["cpp", "numpy"])
+def test_adamw_huge_gradient(backend):
+    """g = 1e20: g² overflows float32, (1-β2)·g·g does not; the step is lr·sign(g) as for any g >> eps."""
+    if backend == "cpp" and not tx.supported_isas():
+        pytest.skip("compiled core not available")
+    with tx.use_backend(backend):
+        p = np.ones(1, np.float32)
+        ops.adamw_step(p, np.full(1, 1e20, np.float32), np.zeros(1, np.float32), np.zeros(1, np.float32), 1, 1e-3,
+                       weight_decay=0.0)
+    np.testing.assert_allclose(p, 0.999, rtol=1e-6)

@@ -37,7 +37,10 @@ def as_float(op: str, name: str, a, *, ndim=None, min_ndim=None, dtype=None, bac
     `dtype`: if given, the array must have exactly this dtype (used to make every float
     argument of one call agree with the first).
     """
-    if not isinstance(a, np.ndarray):
+    given = type(a)
+    if isinstance(a, np.ma.MaskedArray):  # the kernels would read the masked-out values too
+        raise TypeError(f"{op}: argument '{name}' is a masked array; pass {name}.filled(value) or the data")
+    if type(a) is not np.ndarray:  # lists, scalars; ndarray subclasses (np.matrix) as plain arrays
         if a is None:
             raise TypeError(f"{op}: argument '{name}' is None; expected a float array")
         a = np.asarray(a)
@@ -45,9 +48,10 @@ def as_float(op: str, name: str, a, *, ndim=None, min_ndim=None, dtype=None, bac
     if a.dtype.kind != "f":
         raise TypeError(f"{op}: argument '{name}' must be a float array, got dtype {a.dtype} with shape {shape_str(a.shape)}")
     if be == "cpp" and a.dtype != np.float32:
+        convert = f"{name}.astype(np.float32)" if issubclass(given, np.ndarray) else f"np.asarray({name}, np.float32)"
         raise TypeError(
             f"{op}: argument '{name}' has dtype {a.dtype}; the cpp backend computes in float32 "
-            f"(convert with {name}.astype(np.float32), or run on the numpy backend: "
+            f"(convert with {convert}, or run on the numpy backend: "
             f"tx.use_backend('numpy'), which also accepts float64)"
         )
     if be == "numpy" and a.dtype not in _FLOATS_NUMPY:
@@ -79,6 +83,9 @@ def as_ids(op: str, name: str, a, upper: int) -> np.ndarray:
         a = np.asarray(a)
     if a.dtype.kind not in "iu":
         raise TypeError(f"{op}: argument '{name}' must be an integer array, got dtype {a.dtype}")
+    if a.dtype.kind == "u" and a.size and int(a.max()) >= upper:  # before int64 wraps it
+        raise ValueError(f"{op}: argument '{name}' has id {int(a.max())} out of range [0, {upper}) "
+                         f"(shape {shape_str(a.shape)})")
     a = np.require(a, dtype=np.int64, requirements='C')  # keeps 0-d arrays 0-d
     if a.size:
         lo, hi = int(a.min()), int(a.max())

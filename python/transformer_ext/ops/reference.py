@@ -477,7 +477,7 @@ def adamw_step(params, grads, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, 
     m *= beta1
     m += (1.0 - beta1) * grads
     v *= beta2
-    v += (1.0 - beta2) * (grads * grads)
+    v += ((1.0 - beta2) * grads) * grads  # not (1-β2)·(g·g): g·g overflows float32 from |g| ~ 1.8e19
     step_size = lr / (1.0 - beta1 ** step)
     bc2_sqrt = math.sqrt(1.0 - beta2 ** step)
     denom = np.sqrt(v) / bc2_sqrt + eps
