@@ -832,3 +832,31 @@ def test_odd_strides_on_length_one_axes(isa):
     buf[:40] = q.ravel()
     q_odd = np.lib.stride_tricks.as_strided(buf, (1, 1, 5, 8), (3, 7, 32, 4))
     np.testing.assert_array_equal(tx.ops.attention(q_odd, k, v, causal=True), tx.ops.attention(q, k, v, causal=True))
+
+
+@pytest.mark.parametrize("D", [1, 7, 64, 100])
+@pytest.mark.parametrize("Tk", [1, 9, 64, 131])
+def test_one_query_tile_same_bits_as_the_row_path(isa, D, Tk):
+    """A one-query tile (decoding) has its own vectorised forward; it must give the bits
+    of the same query inside a 2- or 3-row tile (the row path, whose per-row arithmetic
+    the backward also uses), with and without causal masking and a key-padding mask."""
+    rng = np.random.default_rng(Tk * 1000 + D)
+    B, H = 2, 3
+    q = (rng.standard_normal((B, H, 3, D)) * 2).astype(np.float32)
+    k = rng.standard_normal((B, H, Tk, D)).astype(np.float32)
+    v = rng.standard_normal((B, H, Tk, D)).astype(np.float32)
+    pad = rng.random((B, Tk)) > 0.25
+    pad[1] = False  # a batch row with no visible key: output 0, lse -inf
+    for causal in (False, True):
+        for mask in (None, pad):
+            o1, (_, l1) = tx.ops.attention(q[:, :, 2:], k, v, causal=causal, mask=mask, return_saved=True)
+            for rows in (2, 3):
+                o, (_, l) = tx.ops.attention(q[:, :, 3 - rows:], k, v, causal=causal, mask=mask, return_saved=True)
+                np.testing.assert_array_equal(o1, o[:, :, -1:])
+                np.testing.assert_array_equal(l1, l[:, :, -1:])
+            if mask is not None:
+                assert np.all(o1[1] == 0) and np.all(l1[1] == -np.inf)
+    qn = q[:, :, 2:].copy()
+    qn[0, 0, 0, 0] = np.nan  # NaN scores: that head's output is NaN, the others are untouched
+    o1 = tx.ops.attention(qn, k, v)
+    assert np.isnan(o1[0, 0]).all() and not np.isnan(o1[0, 1:]).any()
